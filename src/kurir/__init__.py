@@ -1,0 +1,1 @@
+"""kurir: one end-to-end encrypted messaging backbone under several chat apps."""

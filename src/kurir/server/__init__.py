@@ -1,0 +1,1 @@
+"""kurir.server."""
