@@ -119,7 +119,7 @@ class PublicKey:
         u %= _P
         if u == _P - 1:
             return False  # u = -1 has no Edwards image
-        y = (u - 1) * pow(u + 1, _P - 2, _P) % _P
+        y = (u - 1) * pow(u + 1, -1, _P) % _P
         edwards = bytearray(y.to_bytes(32, "little"))
         edwards[31] |= sign_bit
         try:
