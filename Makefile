@@ -24,14 +24,14 @@ serve: $(BIN)/kurir
 	$(BIN)/kurir serve
 
 lint: $(BIN)/kurir
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(BIN)/kurir
 	$(BIN)/mypy
 
 test: $(BIN)/kurir $(HARNESS)/node_modules/.stamp
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
 

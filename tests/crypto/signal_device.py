@@ -47,11 +47,18 @@ class Device:
     """
 
     def __init__(
-        self, name: str, seed: int, *, device_id: int = 1, registration_id: int = 0
+        self,
+        name: str,
+        seed: int,
+        *,
+        device_id: int = 1,
+        registration_id: int = 0,
+        identity: IdentityKeyPair | None = None,
     ) -> None:
         self.rng: Rng = random.Random(seed).randbytes
         self.address = ProtocolAddress(name, DeviceId(device_id))
-        self.identity = IdentityKeyPair.generate(self.rng)
+        generated = IdentityKeyPair.generate(self.rng)  # drawn always: same seed, same stream
+        self.identity = identity or generated
         self.registration_id = registration_id or 1000 + seed
         self.identity_store = InMemoryIdentityKeyStore(self.identity, self.registration_id)
         self.pre_keys = InMemoryPreKeyStore()
