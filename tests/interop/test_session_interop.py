@@ -8,6 +8,7 @@ down (kurir sends none, libsignal accepts and stops sending it).
 
 from __future__ import annotations
 
+import base64
 import random
 from datetime import UTC, datetime
 
@@ -456,3 +457,36 @@ def test_libsignal_serves_prekeys_generated_by_kurir(libsignal: Libsignal) -> No
     )
     (used,) = libsignal.kyber_prekeys_used("ls")
     assert used["id"] == kyber.id
+
+
+def test_kurir_session_record_is_accepted_by_libsignal(libsignal: Libsignal) -> None:
+    """libsignal's SessionRecord.deserialize takes kurir's record, archived states included.
+
+    (That libsignal can also continue a session from a kurir record was checked by hand with a
+    scratch script; the harness has no op yet to load a record into a participant's store.)
+    """
+    _ls(libsignal)
+    kurir = Kurir(17)
+    kurir.process(libsignal.generate_prekeys("ls").bundle)
+    libsignal.decrypt("ls", KURIR, kurir.encrypt(b"one"))
+    kurir.decrypt(libsignal.encrypt("ls", KURIR, b"two"))
+    kurir.process(libsignal.generate_prekeys("ls").bundle)  # archives the first session
+    unanswered = kurir.encrypt(b"three")
+    record = kurir.sessions.load_session(kurir.peer)
+    assert record is not None
+    assert record.current is not None
+    parsed = libsignal.parse_session_record(record.serialize())
+    session = parsed["session"]
+    state = record.current
+    assert session["version"] == 4
+    assert _unb64(session["local_identity"]) == kurir.identity.public_key.serialize()
+    assert _unb64(session["root_key"]) == state.root_key
+    assert _unb64(session["sender_chain"]["chain_key"]) == state.sender_chain.chain_key.key
+    assert session["sender_chain"]["chain_index"] == state.sender_chain.chain_key.index == 1
+    assert session["pending_pre_key"] is not None
+    assert len(parsed["previous_sessions"]) == 1
+    assert libsignal.decrypt("ls", KURIR, unanswered) == b"three"
+
+
+def _unb64(value: str) -> bytes:
+    return base64.b64decode(value)

@@ -18,6 +18,10 @@ The ``pq_ratchet`` field (5) of `SignalMessage` carries the sparse post-quantum 
 message. kurir does not run SPQR yet: it sends no such field, which tells libsignal to negotiate
 SPQR down (libsignal 0.90's ``min_version`` is V0), and it keeps a peer's bytes verbatim, so
 they are covered by the MAC check and then ignored.
+
+Parsing is strict where pure-protobuf is lenient: `scan_protobuf` walks every encoding first, so
+malformed bytes are refused as prost (libsignal) refuses them. The other parsers of
+`kurir.crypto` (records, prekeys) use it too.
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ def message_encrypt(
         NoSessionError: no current session, or it is stale: process a new bundle first.
         UntrustedIdentityError: the session's identity is no longer trusted.
     """
-    _seconds(now)
+    _seconds(now)  # refuses a naive datetime
     record = session_store.load_session(remote_address)
     if record is None or record.current is None:
         raise NoSessionError(str(remote_address))
@@ -201,6 +201,8 @@ def message_decrypt(
                 kyber_pre_key_store,
                 rng=rng,
             )
+        case _:
+            raise InvalidArgumentError("message_decrypt takes a 1:1 ciphertext message")
 
 
 def message_decrypt_signal(
