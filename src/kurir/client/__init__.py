@@ -1,1 +1,73 @@
-"""kurir.client."""
+"""kurir.client: the SDK every app embeds (see docs/architecture.md, "The client SDK").
+
+The public API is `Client` (in `kurir.client.client`), the events it yields
+(`kurir.client.events`), the content kinds it sends and receives (`kurir.client.content`) and
+its errors (`kurir.client.errors`); they are re-exported here.
+"""
+
+from kurir.client.client import DEV_CODE, Client
+from kurir.client.content import (
+    Content,
+    Delete,
+    Edit,
+    MessageRef,
+    Reaction,
+    Receipt,
+    ReceiptKind,
+    SentTranscript,
+    Text,
+    Typing,
+)
+from kurir.client.errors import (
+    AlreadyRegisteredError,
+    ClientError,
+    IdentityChangedError,
+    InvalidAddressError,
+    NotRegisteredError,
+    PeerContentError,
+    ServerError,
+    StoreError,
+    TransportError,
+    UnknownAddressError,
+    UsageError,
+)
+from kurir.client.events import (
+    DeliveryEvent,
+    Event,
+    MessageEvent,
+    MessageId,
+    UndecryptableEvent,
+    UnreadableEvent,
+)
+
+__all__ = [
+    "DEV_CODE",
+    "AlreadyRegisteredError",
+    "Client",
+    "ClientError",
+    "Content",
+    "Delete",
+    "DeliveryEvent",
+    "Edit",
+    "Event",
+    "IdentityChangedError",
+    "InvalidAddressError",
+    "MessageEvent",
+    "MessageId",
+    "MessageRef",
+    "NotRegisteredError",
+    "PeerContentError",
+    "Reaction",
+    "Receipt",
+    "ReceiptKind",
+    "SentTranscript",
+    "ServerError",
+    "StoreError",
+    "Text",
+    "TransportError",
+    "Typing",
+    "UndecryptableEvent",
+    "UnknownAddressError",
+    "UnreadableEvent",
+    "UsageError",
+]

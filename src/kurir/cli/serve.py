@@ -1,0 +1,90 @@
+"""``kurir serve``: run a kurir server.
+
+This module owns the command line of the server (data directory, interface, port, app
+catalogue) and the process-wide logging setup: INFO for kurir, WARNING for uvicorn (its INFO
+lines carry client addresses), no access log. The server modules are imported only when the
+command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from kurir.server.config import ServerConfig
+
+__all__ = ["HELP", "add_parser", "run"]
+
+HELP: Final = "run a kurir server"
+_log = logging.getLogger("kurir.cli.serve")
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    """Add ``serve``'s arguments."""
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data"),
+        help="directory of the SQLite database (default: ./data)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, default=8080, help="TCP port, 0 = any free (default: 8080)"
+    )
+    parser.add_argument("--apps", type=Path, default=None, help="app catalogue TOML file")
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+    )
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+async def _serve(config: ServerConfig) -> None:
+    from kurir.server.app import create_app
+    from kurir.server.run import bind_socket, make_server
+    from kurir.server.types import SystemClock, SystemRng
+
+    sock = bind_socket(config.host, config.port)
+    host, port = sock.getsockname()[:2]
+    app = create_app(config, clock=SystemClock(), rng=SystemRng())
+    server = make_server(app, host=config.host, port=int(port))
+    shown = f"[{host}]" if ":" in host else host
+    _log.info("kurir listening on http://%s:%d", shown, port)
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the server until interrupted; return the exit status."""
+    from kurir.server.app import DB_FILE
+    from kurir.server.config import ConfigError, ServerConfig, load_apps
+    from kurir.server.storage.errors import SchemaTooNew
+    from kurir.server.storage.sqlite_db import check_schema
+
+    _setup_logging()
+    try:
+        apps = load_apps(args.apps)
+        config = ServerConfig(apps=apps, data_dir=args.data_dir, host=args.host, port=args.port)
+        check_schema(args.data_dir / DB_FILE)
+    except (ConfigError, OSError, SchemaTooNew) as exc:
+        print(f"kurir serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(config))
+    except OSError as exc:
+        print(f"kurir serve: cannot listen: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0

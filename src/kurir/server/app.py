@@ -1,0 +1,156 @@
+"""The composition root: ``create_app`` wires config, clock, randomness, storage and services.
+
+This module owns building the ASGI application and its lifespan (open the storage engine,
+build the services, run the expiry sweep, close everything). It is the only place where
+concrete engines and verifiers are chosen; services receive everything as parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import logging
+from collections.abc import AsyncIterator
+from typing import Final
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from kurir.server.config import ServerConfig
+from kurir.server.connections import ConnectionRegistry
+from kurir.server.context import Services
+from kurir.server.http import http_exception_handler, routes
+from kurir.server.openapi import openapi_document
+from kurir.server.ratelimit import RateLimiter
+from kurir.server.services.accounts import AccountService
+from kurir.server.services.keys import KeyService
+from kurir.server.services.messages import MessageService
+from kurir.server.storage.memory import MemoryEngine
+from kurir.server.storage.protocols import StorageEngine
+from kurir.server.storage.sqlite import SqliteEngine
+from kurir.server.types import Clock, Rng
+from kurir.server.verifier import DevVerifier, Verifier
+from kurir.server.ws import websocket_endpoint
+
+__all__ = ["DB_FILE", "create_app"]
+
+_log = logging.getLogger("kurir.server")
+DB_FILE: Final = "kurir.db"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("kurir")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
+async def _open_engine(config: ServerConfig) -> StorageEngine:
+    if config.data_dir is None:
+        _log.info("storage: in memory (nothing survives a restart)")
+        return MemoryEngine()
+    engine = await asyncio.to_thread(SqliteEngine.open, config.data_dir / DB_FILE)
+    _log.info("storage: sqlite")
+    return engine
+
+
+async def _sweep(messages: MessageService, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            expired = await messages.expire()
+        except Exception:
+            _log.exception("expiry sweep failed")
+        else:
+            if expired:
+                _log.info("expired %d envelopes", expired)
+
+
+def create_app(
+    config: ServerConfig, *, clock: Clock, rng: Rng, verifier: Verifier | None = None
+) -> Starlette:
+    """Build the kurir ASGI application.
+
+    Storage is opened when the application starts (ASGI lifespan) and closed when it stops.
+
+    Args:
+        config: The server configuration.
+        clock: Time source for every service.
+        rng: Randomness for account ids and salts.
+        verifier: Address verifier; ``None`` with ``config.dev_verifier`` uses the development
+            verifier (fixed code, loud warning).
+
+    Raises:
+        ValueError: No verifier given and the development verifier is disabled.
+    """
+    if verifier is None:
+        if not config.dev_verifier:
+            raise ValueError("a verifier is required when dev_verifier is off")
+        verifier = DevVerifier(clock)
+        dev_mode = True
+    else:
+        dev_mode = False
+    version = _version()
+    openapi = openapi_document(version)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if dev_mode:
+            _log.warning(
+                "DEVELOPMENT MODE: the development verifier accepts the code 123456 for every "
+                "address. Anyone can register any address. Never run this in production."
+            )
+        engine = await _open_engine(config)
+        storage = engine.storage
+        registry = ConnectionRegistry()
+        messages = MessageService(
+            storage.accounts,
+            storage.mailboxes,
+            registry,
+            clock=clock,
+            mailbox_cap=config.mailbox_cap,
+            envelope_ttl_ms=config.envelope_ttl_ms,
+        )
+        app.state.services = Services(
+            accounts=AccountService(
+                storage.accounts,
+                config.apps,
+                verifier,
+                config.limits,
+                clock=clock,
+                rng=rng,
+                revoker=registry,
+                max_devices=config.max_devices,
+            ),
+            keys=KeyService(
+                storage.keys, RateLimiter(config.limits.bundle_fetch_per_account, clock)
+            ),
+            messages=messages,
+            connections=registry,
+            clock=clock,
+        )
+        sweeper = asyncio.create_task(_sweep(messages, config.sweep_interval_s))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await engine.close()
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(openapi)
+
+    return Starlette(
+        routes=[
+            *routes(),
+            Route("/openapi.json", openapi_json, methods=["GET"], name="openapi"),
+            WebSocketRoute("/v1/ws", websocket_endpoint, name="websocket"),
+        ],
+        exception_handlers={HTTPException: http_exception_handler},
+        lifespan=lifespan,
+    )

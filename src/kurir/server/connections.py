@@ -1,0 +1,71 @@
+"""The registry of live device connections on this node.
+
+This module owns "one connection per device": attaching a second connection of a device
+replaces the first, :meth:`ConnectionRegistry.wake` reaches a device's connection after
+its mailbox changed, and re-registration revokes all connections of the account. It knows
+nothing of WebSockets: connections are :class:`Attachable`.
+(Cross-node routing will publish wake-ups through Redis; this is the single-node part.)
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from kurir.server.types import AccountId, DeviceRef
+
+__all__ = ["Attachable", "ConnectionRegistry"]
+
+
+class Attachable(Protocol):
+    """What the registry needs of a connection."""
+
+    def wake(self) -> None:
+        """The mailbox has new envelopes."""
+        ...
+
+    def replace(self) -> None:
+        """A newer connection of the same device took over; close with 4001."""
+        ...
+
+    def revoke(self) -> None:
+        """The device's credentials are no longer valid (re-registration); close with 4003."""
+        ...
+
+
+class ConnectionRegistry:
+    """Live connections by device; implements :class:`~kurir.server.services.messages.Notifier`."""
+
+    def __init__(self) -> None:
+        self._live: dict[DeviceRef, Attachable] = {}
+
+    def attach(self, device: DeviceRef, connection: Attachable) -> None:
+        """Make ``connection`` the device's connection, replacing any older one."""
+        old = self._live.get(device)
+        self._live[device] = connection
+        if old is not None and old is not connection:
+            old.replace()
+
+    def detach(self, device: DeviceRef, connection: Attachable) -> None:
+        """Forget ``connection`` unless a newer one already replaced it."""
+        if self._live.get(device) is connection:
+            del self._live[device]
+
+    def wake(self, device: DeviceRef) -> None:
+        """Wake the device's connection, if it is connected here."""
+        connection = self._live.get(device)
+        if connection is not None:
+            connection.wake()
+
+    def revoke_account(self, account_id: AccountId) -> None:
+        """Close every connection of the account (its devices were replaced)."""
+        for device in [d for d in self._live if d.account_id == account_id]:
+            self._live.pop(device).revoke()
+
+    def revoke_device(self, device: DeviceRef) -> None:
+        """Close the device's connection (the device was removed)."""
+        connection = self._live.pop(device, None)
+        if connection is not None:
+            connection.revoke()
+
+    def __len__(self) -> int:
+        return len(self._live)

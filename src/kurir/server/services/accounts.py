@@ -1,0 +1,320 @@
+"""Accounts: verification, registration, authentication, device lists and the directory.
+
+This module owns the rules of who may register which address (app client keys, verifier,
+rate limits) and how a device proves itself (Basic credentials against the stored hash,
+failed attempts rate-limited per host). It knows nothing of HTTP or WebSockets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from kurir.server.config import AppCatalogue, RateLimits
+from kurir.server.credentials import hash_password, verify_password
+from kurir.server.errors import RateLimited, Refused
+from kurir.server.ratelimit import RateLimiter
+from kurir.server.storage.errors import TooManyDevices, UnknownDevice
+from kurir.server.storage.protocols import AccountStore
+from kurir.server.storage.records import AccountRecord, DeviceRecord, NewDevice
+from kurir.server.types import (
+    PRIMARY_DEVICE,
+    AccountId,
+    Clock,
+    DeviceId,
+    DeviceRef,
+    Rng,
+    new_account_id,
+)
+from kurir.server.verifier import Verifier
+from kurir.wire.address import Address, parse_address
+from kurir.wire.auth import decode_password, encode_password, parse_basic_auth
+from kurir.wire.errors import AddressError, ErrorCode, WireError
+
+__all__ = ["AccountService", "AuthedDevice", "DirectoryHit", "Revoker"]
+
+_LINK_CODE_TTL_MS: Final = 10 * 60 * 1000
+_MAX_LINK_CODES: Final = 100_000
+_DUMMY_SALT = b"\x00" * 16
+_DUMMY_HASH = b"\x00" * 32
+
+
+@dataclass(frozen=True, slots=True)
+class AuthedDevice:
+    """A device that proved its credentials on this request or connection."""
+
+    ref: DeviceRef
+    address: Address
+
+    @property
+    def account_id(self) -> AccountId:
+        """The device's account."""
+        return self.ref.account_id
+
+    @property
+    def device_id(self) -> DeviceId:
+        """The device's id."""
+        return self.ref.device_id
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryHit:
+    """A registered address and its account's devices."""
+
+    address: Address
+    account_id: AccountId
+    devices: list[DeviceId]
+
+
+class Revoker(Protocol):
+    """Ends live sessions whose credentials stopped being valid."""
+
+    def revoke_account(self, account_id: AccountId) -> None:
+        """Close every live connection of the account."""
+        ...
+
+    def revoke_device(self, device: DeviceRef) -> None:
+        """Close the live connection of one device."""
+        ...
+
+
+class AccountService:
+    """Registration and authentication.
+
+    Args:
+        store: The account store.
+        apps: The app catalogue.
+        verifier: Sends and checks verification codes.
+        limits: Rate limits.
+        clock: Time source.
+        rng: Randomness for account ids and salts.
+        revoker: Closes the live connections of a re-registered account or removed device.
+        max_devices: Most devices per account, the primary included.
+    """
+
+    def __init__(
+        self,
+        store: AccountStore,
+        apps: AppCatalogue,
+        verifier: Verifier,
+        limits: RateLimits,
+        *,
+        clock: Clock,
+        rng: Rng,
+        revoker: Revoker,
+        max_devices: int = 6,
+    ) -> None:
+        self._store = store
+        self._revoker = revoker
+        self._max_devices = max_devices
+        self._link_codes: dict[bytes, tuple[AccountId, int]] = {}  # sha256(code) -> owner
+        self._apps = apps
+        self._kinds = apps.kinds()
+        self._verifier = verifier
+        self._clock = clock
+        self._rng = rng
+        self._verify_address = RateLimiter(limits.verification_per_address, clock)
+        self._verify_host = RateLimiter(limits.verification_per_host, clock)
+        self._register_address = RateLimiter(limits.registration_per_address, clock)
+        self._failed_auth = RateLimiter(limits.failed_auth_per_host, clock)
+
+    @property
+    def catalogue(self) -> AppCatalogue:
+        """The app catalogue."""
+        return self._apps
+
+    def parse(self, text: str) -> Address:
+        """Parse an address against the catalogue.
+
+        Raises:
+            Refused: ``invalid_address`` or ``unknown_app``.
+        """
+        try:
+            return parse_address(text, self._kinds)
+        except AddressError as exc:
+            raise Refused(exc.code, exc.message) from None
+
+    def _check_app_key(self, address: Address, client_key: str | None) -> None:
+        app = self._apps.app_for_key(client_key) if client_key else None
+        if app is None:
+            raise Refused(ErrorCode.FORBIDDEN, "missing or unknown X-Kurir-App-Key")
+        if app.id != address.app:
+            raise Refused(ErrorCode.WRONG_APP, "this client may not register addresses of that app")
+
+    async def request_code(self, address_text: str, client_key: str | None, host: str) -> None:
+        """Ask the verifier to send a code to the address.
+
+        Raises:
+            Refused: Invalid address, wrong/unknown client key, or rate limited.
+        """
+        address = self.parse(address_text)
+        self._check_app_key(address, client_key)
+        if not self._verify_host.try_acquire(host):
+            raise RateLimited(self._verify_host.retry_after_s(host))
+        if not self._verify_address.try_acquire(str(address)):
+            raise RateLimited(self._verify_address.retry_after_s(str(address)))
+        await self._verifier.start(address)
+
+    async def register(
+        self,
+        *,
+        address_text: str,
+        code: str,
+        password: str,
+        registration_id: int,
+        device_name: str | None,
+        client_key: str | None,
+    ) -> AccountId:
+        """Register (or re-register) an address; its device 1 gets ``password``.
+
+        Raises:
+            Refused: Invalid input, wrong client key, rate limited or ``invalid_code``.
+        """
+        address = self.parse(address_text)
+        self._check_app_key(address, client_key)
+        try:
+            decode_password(password)
+        except WireError as exc:
+            raise Refused(exc.code, exc.message) from None
+        if not self._register_address.try_acquire(str(address)):
+            raise RateLimited(self._register_address.retry_after_s(str(address)))
+        if not await self._verifier.check(address, code):
+            raise Refused(ErrorCode.INVALID_CODE, "the verification code is wrong or expired")
+        salt = self._rng.token_bytes(16)
+        device = NewDevice(device_name, registration_id, salt, hash_password(salt, password))
+        account_id = await self._store.register(
+            address,
+            new_account_id=new_account_id(self._rng),
+            device=device,
+            now=self._clock.now_ms(),
+        )
+        # re-registration replaced every device: old connections must not receive new mail
+        self._revoker.revoke_account(account_id)
+        return account_id
+
+    async def authenticate(self, header: str | None, host: str) -> AuthedDevice:
+        """Check a device's ``Authorization`` header.
+
+        Raises:
+            RateLimited: This host failed too often recently.
+            Refused: ``unauthorized``.
+        """
+        if not self._failed_auth.allowed(host):
+            raise RateLimited(self._failed_auth.retry_after_s(host))
+        bad = Refused(ErrorCode.UNAUTHORIZED, "invalid credentials")
+        if not header:
+            raise Refused(ErrorCode.UNAUTHORIZED, "credentials required")
+        try:
+            creds = parse_basic_auth(header)
+        except WireError:
+            self._failed_auth.consume(host)
+            raise bad from None
+        ref = DeviceRef(AccountId(creds.account_id), DeviceId(creds.device_id))
+        device = await self._store.get_device(ref.account_id, ref.device_id)
+        account = await self._store.get_account(ref.account_id) if device else None
+        if device is None or account is None:
+            verify_password(_DUMMY_SALT, creds.password, _DUMMY_HASH)  # same work either way
+            self._failed_auth.consume(host)
+            raise bad
+        if not verify_password(device.salt, creds.password, device.password_hash):
+            self._failed_auth.consume(host)
+            raise bad
+        return AuthedDevice(ref, account.address)
+
+    async def create_link_code(self, device: AuthedDevice) -> tuple[str, int]:
+        """Make a single-use code (valid 10 minutes) that links one new device.
+
+        Raises:
+            Refused: ``forbidden`` unless called by the primary device.
+        """
+        if device.device_id != PRIMARY_DEVICE:
+            raise Refused(ErrorCode.FORBIDDEN, "only the primary device links devices")
+        now = self._clock.now_ms()
+        self._link_codes = {h: v for h, v in self._link_codes.items() if v[1] > now}
+        if len(self._link_codes) >= _MAX_LINK_CODES:
+            raise RateLimited(60)
+        code = encode_password(self._rng.token_bytes(18))
+        expires = now + _LINK_CODE_TTL_MS
+        self._link_codes[hashlib.sha256(code.encode()).digest()] = (device.account_id, expires)
+        return code, expires
+
+    async def link_device(
+        self,
+        *,
+        code: str,
+        password: str,
+        registration_id: int,
+        device_name: str | None,
+        host: str,
+    ) -> tuple[AccountId, DeviceId]:
+        """Create a linked device with a code from :meth:`create_link_code`.
+
+        Raises:
+            Refused: ``invalid_request`` (password), ``invalid_code``, ``too_many_devices``,
+                or ``rate_limited`` after too many wrong codes from this host.
+        """
+        try:
+            decode_password(password)
+        except WireError as exc:
+            raise Refused(exc.code, exc.message) from None
+        if not self._failed_auth.allowed(host):
+            raise RateLimited(self._failed_auth.retry_after_s(host))
+        entry = self._link_codes.pop(hashlib.sha256(code.encode()).digest(), None)
+        if entry is None or entry[1] <= self._clock.now_ms():
+            self._failed_auth.consume(host)
+            raise Refused(ErrorCode.INVALID_CODE, "the link code is wrong, used or expired")
+        account_id = entry[0]
+        salt = self._rng.token_bytes(16)
+        device = NewDevice(device_name, registration_id, salt, hash_password(salt, password))
+        try:
+            device_id = await self._store.add_device(
+                account_id, device, now=self._clock.now_ms(), max_devices=self._max_devices
+            )
+        except TooManyDevices:
+            raise Refused(
+                ErrorCode.TOO_MANY_DEVICES, f"an account has at most {self._max_devices} devices"
+            ) from None
+        except UnknownDevice:
+            raise Refused(ErrorCode.INVALID_CODE, "the account no longer exists") from None
+        return account_id, device_id
+
+    async def remove_device(self, caller: AuthedDevice, device_id: DeviceId) -> None:
+        """Remove a linked device (the primary removes any, a linked device only itself).
+
+        Raises:
+            Refused: ``forbidden`` (the primary, or another device by a linked one),
+                ``not_found``.
+        """
+        if device_id == PRIMARY_DEVICE:
+            raise Refused(ErrorCode.FORBIDDEN, "the primary device cannot be removed")
+        if caller.device_id not in (PRIMARY_DEVICE, device_id):
+            raise Refused(ErrorCode.FORBIDDEN, "only the primary device removes other devices")
+        if not await self._store.remove_device(caller.account_id, device_id):
+            raise Refused(ErrorCode.NOT_FOUND, "no such device")
+        self._revoker.revoke_device(DeviceRef(caller.account_id, device_id))
+
+    async def account(self, account_id: AccountId) -> AccountRecord | None:
+        """Return an account, or ``None``."""
+        return await self._store.get_account(account_id)
+
+    async def devices(self, account_id: AccountId) -> list[DeviceRecord]:
+        """Return the devices of an account."""
+        return await self._store.list_devices(account_id)
+
+    async def directory(self, address_texts: Sequence[str]) -> list[DirectoryHit]:
+        """Resolve addresses; invalid and unregistered ones are left out.
+
+        The results follow the order of first appearance of each normalised address.
+        """
+        addresses: list[Address] = []
+        for text in address_texts:
+            try:
+                address = parse_address(text, self._kinds)
+            except AddressError:
+                continue
+            if address not in addresses:
+                addresses.append(address)
+        found = await self._store.lookup(addresses)
+        return [DirectoryHit(a, *found[a]) for a in addresses if a in found]

@@ -1,0 +1,154 @@
+"""Messages: accepting sends into mailboxes, acknowledgements, and what a device reads.
+
+This module owns the delivery rules (docs/protocol.md §Sending): the device-set check
+(Signal's 409 mismatched / 410 stale), all-or-nothing durable enqueue idempotent on the
+client's message id, explicit caps and expiry, delivery receipts on acknowledgement, and
+waking the recipients' connections. It knows nothing of sockets: connections are woken
+through the :class:`Notifier` Protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from kurir.server.errors import MismatchedDevices, Refused, StaleDevices
+from kurir.server.services.accounts import AuthedDevice
+from kurir.server.storage.errors import MailboxFull, UnknownDevice
+from kurir.server.storage.protocols import AccountStore, MailboxStore
+from kurir.server.storage.records import OutgoingEnvelope, StoredEnvelope
+from kurir.server.types import AccountId, Clock, DeviceId, DeviceRef
+from kurir.wire.errors import ErrorCode
+from kurir.wire.frames import EnvelopeType, Send
+
+__all__ = ["MessageService", "Notifier"]
+
+
+class Notifier(Protocol):
+    """Wakes a device's live connection (if any) so it reads its mailbox."""
+
+    def wake(self, device: DeviceRef) -> None:
+        """Signal that ``device``'s mailbox has new envelopes."""
+        ...
+
+
+class MessageService:
+    """Routes envelopes between mailboxes.
+
+    Args:
+        accounts: To check recipient device sets.
+        mailboxes: The mailbox store.
+        notifier: Wakes live connections after commits.
+        clock: Time source.
+        mailbox_cap: Most envelopes per device mailbox.
+        envelope_ttl_ms: Lifetime of an unacknowledged envelope.
+    """
+
+    def __init__(
+        self,
+        accounts: AccountStore,
+        mailboxes: MailboxStore,
+        notifier: Notifier,
+        *,
+        clock: Clock,
+        mailbox_cap: int,
+        envelope_ttl_ms: int,
+    ) -> None:
+        self._accounts = accounts
+        self._mailboxes = mailboxes
+        self._notifier = notifier
+        self._clock = clock
+        self._cap = mailbox_cap
+        self._ttl = envelope_ttl_ms
+
+    async def send(self, sender: AuthedDevice, frame: Send) -> None:
+        """Durably enqueue one copy per recipient device; return once committed.
+
+        Raises:
+            Refused: ``unknown_account``, ``mismatched_devices`` (with ``missing``/``extra``),
+                ``stale_devices`` (with ``stale``) or ``mailbox_full``; nothing was enqueued.
+        """
+        recipient = AccountId(frame.to)
+        devices = await self._accounts.list_devices(recipient)
+        if not devices:
+            raise Refused(ErrorCode.UNKNOWN_ACCOUNT, "no such account")
+        own = recipient == sender.account_id
+        expected = {d.device_id: d.registration_id for d in devices}
+        if own:
+            expected.pop(sender.device_id, None)
+        given = {m.device: m for m in frame.messages}
+        missing = [d for d in expected if d not in given]
+        extra = [d for d in given if d not in expected]
+        if missing or extra:
+            raise MismatchedDevices(missing, extra)
+        stale = [d for d, m in given.items() if m.registration_id != expected[DeviceId(d)]]
+        if stale:
+            raise StaleDevices(stale)
+        sealed_source = EnvelopeType.UNIDENTIFIED_SENDER
+        envelopes = [
+            OutgoingEnvelope(
+                recipient,
+                DeviceId(m.device),
+                frame.message_id,
+                m.type,
+                None if m.type == sealed_source else sender.account_id,
+                None if m.type == sealed_source else sender.device_id,
+                None if m.type == sealed_source else str(sender.address),
+                frame.message_id,
+                frame.timestamp,
+                m.body,
+            )
+            for m in frame.messages
+        ]
+        if not envelopes:
+            return
+        now = self._clock.now_ms()
+        try:
+            woken = await self._mailboxes.enqueue(
+                envelopes, now=now, expires_at=now + self._ttl, cap=self._cap
+            )
+        except MailboxFull:
+            raise Refused(ErrorCode.MAILBOX_FULL, "the recipient's mailbox is full") from None
+        except UnknownDevice:
+            # a device vanished between the check and the commit; the sender refreshes
+            raise Refused(ErrorCode.MISMATCHED_DEVICES, "the device list changed") from None
+        for ref in woken:
+            self._notifier.wake(ref)
+
+    async def acknowledge(self, device: AuthedDevice, seqs: Sequence[int]) -> None:
+        """Delete acknowledged envelopes and send delivery receipts to their senders."""
+        if not seqs:
+            return
+        now = self._clock.now_ms()
+        woken = await self._mailboxes.acknowledge(
+            device.account_id,
+            device.device_id,
+            seqs,
+            now=now,
+            expires_at=now + self._ttl,
+            receipt_source_address=str(device.address),
+        )
+        for ref in woken:
+            self._notifier.wake(ref)
+
+    async def last_seq(self, device: DeviceRef) -> int:
+        """The highest seq assigned so far in the device's mailbox."""
+        return await self._mailboxes.last_seq(device.account_id, device.device_id)
+
+    async def fetch(self, device: DeviceRef, *, after_seq: int, limit: int) -> list[StoredEnvelope]:
+        """Read unexpired envelopes after ``after_seq``."""
+        return await self._mailboxes.fetch(
+            device.account_id,
+            device.device_id,
+            after_seq=after_seq,
+            limit=limit,
+            now=self._clock.now_ms(),
+        )
+
+    async def take_expired_count(self, device: DeviceRef) -> int:
+        """How many of the device's envelopes expired unread since last asked."""
+        return await self._mailboxes.take_expired_count(device.account_id, device.device_id)
+
+    async def expire(self) -> int:
+        """Delete expired envelopes now; return how many."""
+        return await self._mailboxes.expire(self._clock.now_ms())

@@ -1,0 +1,165 @@
+"""Values the stores take and return: frozen, typed, free of transport concerns.
+
+Keys here are opaque bytes (the server never interprets them); envelope bodies are
+ciphertext the server cannot read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kurir.server.types import AccountId, DeviceId
+from kurir.wire.address import Address
+
+__all__ = [
+    "AccountRecord",
+    "DeviceKeys",
+    "DeviceRecord",
+    "KeyBundle",
+    "KeyCounts",
+    "KeyUpdate",
+    "NewDevice",
+    "OneTimeKey",
+    "OutgoingEnvelope",
+    "SignedKey",
+    "StoredEnvelope",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    """A registered account."""
+
+    account_id: AccountId
+    address: Address
+    identity_key: bytes | None
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewDevice:
+    """A device about to be created; the password is already hashed."""
+
+    name: str | None
+    registration_id: int
+    salt: bytes = field(repr=False)
+    password_hash: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """A device of an account, with its credential hash."""
+
+    account_id: AccountId
+    device_id: DeviceId
+    name: str | None
+    registration_id: int
+    salt: bytes = field(repr=False)
+    password_hash: bytes = field(repr=False)
+    created_at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SignedKey:
+    """A signed prekey (EC or KEM): id, public key, signature by the identity key."""
+
+    key_id: int
+    public_key: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OneTimeKey:
+    """A one-time EC prekey."""
+
+    key_id: int
+    public_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUpdate:
+    """One key upload of one device. ``None`` parts are left as they are; a given
+    one-time tuple replaces the stored one-time keys of that kind."""
+
+    identity_key: bytes | None = None
+    signed_prekey: SignedKey | None = None
+    pq_last_resort: SignedKey | None = None
+    one_time: tuple[OneTimeKey, ...] | None = None
+    pq_one_time: tuple[SignedKey, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCounts:
+    """One-time prekeys left for a device."""
+
+    ec: int
+    pq: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceKeys:
+    """The keys handed out for one device; the one-time keys were taken (deleted)."""
+
+    device_id: DeviceId
+    registration_id: int
+    signed_prekey: SignedKey
+    prekey: OneTimeKey | None
+    pq_prekey: SignedKey
+    pq_is_last_resort: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KeyBundle:
+    """The identity key of an account and the keys of the requested devices."""
+
+    identity_key: bytes
+    devices: tuple[DeviceKeys, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingEnvelope:
+    """An envelope to put in one device's mailbox.
+
+    ``dedupe_key`` makes enqueueing idempotent per recipient device: the client message id
+    for client messages, a longer derived key for server-made receipts.
+    """
+
+    account_id: AccountId
+    device_id: DeviceId
+    dedupe_key: bytes
+    type: int
+    source: AccountId | None
+    source_device: DeviceId | None
+    source_address: str | None
+    message_id: bytes
+    timestamp: int
+    body: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEnvelope:
+    """An envelope in a mailbox, with its per-device sequence number."""
+
+    seq: int
+    type: int
+    source: AccountId | None
+    source_device: DeviceId | None
+    source_address: str | None
+    message_id: bytes
+    timestamp: int
+    server_timestamp: int
+    body: bytes = field(repr=False)
+
+
+RECEIPT_TYPE = 5
+"""Envelope type of a server delivery receipt (Signal's SERVER_DELIVERY_RECEIPT)."""
+
+
+def receipt_dedupe_key(
+    message_id: bytes, acker_account: AccountId, acker_device: DeviceId
+) -> bytes:
+    """The dedupe key of the receipt for ``message_id`` acknowledged by one device.
+
+    Longer than any client message id, so it never collides with one.
+    """
+    return b"r" + message_id + acker_account.bytes + acker_device.to_bytes(4, "big")

@@ -1,0 +1,613 @@
+"""The SQLite storage engine: the storage Protocols as explicit SQL.
+
+This module owns the SQL of accounts, keys and mailboxes. Each Protocol method is one
+operation on :class:`~kurir.server.storage.sqlite_db.Database` (one transaction, group
+committed); reads go to the reader connection. The SQL stays portable to PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from kurir.server.storage.errors import (
+    IdentityKeyChanged,
+    KeysNotSet,
+    MailboxFull,
+    TooManyDevices,
+    UnknownDevice,
+)
+from kurir.server.storage.protocols import Storage
+from kurir.server.storage.records import (
+    RECEIPT_TYPE,
+    AccountRecord,
+    DeviceKeys,
+    DeviceRecord,
+    KeyBundle,
+    KeyCounts,
+    KeyUpdate,
+    NewDevice,
+    OneTimeKey,
+    OutgoingEnvelope,
+    SignedKey,
+    StoredEnvelope,
+    receipt_dedupe_key,
+)
+from kurir.server.storage.sqlite_db import Database
+from kurir.server.types import PRIMARY_DEVICE, AccountId, DeviceId, DeviceRef
+from kurir.wire.address import Address
+
+__all__ = ["SqliteEngine"]
+
+_DEVICE_COLUMNS = "account_id, device_id, name, registration_id, salt, password_hash, created_at"
+_ENVELOPE_COLUMNS = (
+    "seq, type, source_account, source_device, source_address, message_id, "
+    "client_timestamp, server_timestamp, body"
+)
+
+
+def _aid(value: object) -> AccountId:
+    return AccountId(UUID(str(value)))
+
+
+def _device(row: Any) -> DeviceRecord:
+    return DeviceRecord(
+        _aid(row[0]),
+        DeviceId(int(row[1])),
+        row[2],
+        int(row[3]),
+        bytes(row[4]),
+        bytes(row[5]),
+        int(row[6]),
+    )
+
+
+def _envelope(row: Any) -> StoredEnvelope:
+    seq, type_, src, src_dev, src_addr, mid, ts, server_ts, body = row
+    return StoredEnvelope(
+        int(seq),
+        int(type_),
+        None if src is None else _aid(src),
+        None if src_dev is None else DeviceId(int(src_dev)),
+        None if src_addr is None else str(src_addr),
+        bytes(mid),
+        int(ts),
+        int(server_ts),
+        bytes(body),
+    )
+
+
+class _Accounts:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def register(
+        self, address: Address, *, new_account_id: AccountId, device: NewDevice, now: int
+    ) -> AccountId:
+        def op(conn: sqlite3.Connection) -> AccountId:
+            row = conn.execute(
+                "SELECT account_id FROM accounts WHERE app = ? AND identifier = ?",
+                (address.app, address.identifier),
+            ).fetchone()
+            if row is None:
+                account_id = new_account_id
+                conn.execute(
+                    "INSERT INTO accounts (account_id, app, identifier, identity_key, created_at)"
+                    " VALUES (?, ?, ?, NULL, ?)",
+                    (str(account_id), address.app, address.identifier, now),
+                )
+            else:
+                account_id = _aid(row[0])
+                conn.execute("DELETE FROM devices WHERE account_id = ?", (str(account_id),))
+                conn.execute(
+                    "UPDATE accounts SET identity_key = NULL, last_device_id = 1"
+                    " WHERE account_id = ?",
+                    (str(account_id),),
+                )
+            conn.execute(
+                f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                (
+                    str(account_id),
+                    PRIMARY_DEVICE,
+                    device.name,
+                    device.registration_id,
+                    device.salt,
+                    device.password_hash,
+                    now,
+                ),
+            )
+            return account_id
+
+        return await self._db.write(op)
+
+    async def add_device(
+        self, account_id: AccountId, device: NewDevice, *, now: int, max_devices: int
+    ) -> DeviceId:
+        account = str(account_id)
+
+        def op(conn: sqlite3.Connection) -> DeviceId:
+            row = conn.execute(
+                "UPDATE accounts SET last_device_id = last_device_id + 1 WHERE account_id = ?"
+                " RETURNING last_device_id",
+                (account,),
+            ).fetchone()
+            if row is None:
+                raise UnknownDevice("no such account")
+            count = conn.execute(
+                "SELECT COUNT(*) FROM devices WHERE account_id = ?", (account,)
+            ).fetchone()[0]
+            if int(count) >= max_devices:
+                raise TooManyDevices("the account has the maximum number of devices")
+            device_id = DeviceId(int(row[0]))
+            conn.execute(
+                f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                (
+                    account,
+                    device_id,
+                    device.name,
+                    device.registration_id,
+                    device.salt,
+                    device.password_hash,
+                    now,
+                ),
+            )
+            return device_id
+
+        return await self._db.write(op)
+
+    async def remove_device(self, account_id: AccountId, device_id: DeviceId) -> bool:
+        if device_id == PRIMARY_DEVICE:
+            return False
+
+        def op(conn: sqlite3.Connection) -> bool:
+            deleted = conn.execute(
+                "DELETE FROM devices WHERE account_id = ? AND device_id = ?",
+                (str(account_id), device_id),
+            ).rowcount
+            return bool(deleted)
+
+        return await self._db.write(op)
+
+    async def get_account(self, account_id: AccountId) -> AccountRecord | None:
+        def op(conn: sqlite3.Connection) -> AccountRecord | None:
+            row = conn.execute(
+                "SELECT app, identifier, identity_key, created_at FROM accounts"
+                " WHERE account_id = ?",
+                (str(account_id),),
+            ).fetchone()
+            if row is None:
+                return None
+            key = None if row[2] is None else bytes(row[2])
+            return AccountRecord(account_id, Address(row[0], row[1]), key, int(row[3]))
+
+        return await self._db.read(op)
+
+    async def get_device(self, account_id: AccountId, device_id: DeviceId) -> DeviceRecord | None:
+        def op(conn: sqlite3.Connection) -> DeviceRecord | None:
+            row = conn.execute(
+                f"SELECT {_DEVICE_COLUMNS} FROM devices"  # noqa: S608
+                " WHERE account_id = ? AND device_id = ?",
+                (str(account_id), device_id),
+            ).fetchone()
+            return None if row is None else _device(row)
+
+        return await self._db.read(op)
+
+    async def list_devices(self, account_id: AccountId) -> list[DeviceRecord]:
+        def op(conn: sqlite3.Connection) -> list[DeviceRecord]:
+            rows = conn.execute(
+                f"SELECT {_DEVICE_COLUMNS} FROM devices"  # noqa: S608
+                " WHERE account_id = ? ORDER BY device_id",
+                (str(account_id),),
+            ).fetchall()
+            return [_device(r) for r in rows]
+
+        return await self._db.read(op)
+
+    async def lookup(
+        self, addresses: Sequence[Address]
+    ) -> dict[Address, tuple[AccountId, list[DeviceId]]]:
+        def op(conn: sqlite3.Connection) -> dict[Address, tuple[AccountId, list[DeviceId]]]:
+            found: dict[Address, tuple[AccountId, list[DeviceId]]] = {}
+            for address in addresses:
+                row = conn.execute(
+                    "SELECT account_id FROM accounts WHERE app = ? AND identifier = ?",
+                    (address.app, address.identifier),
+                ).fetchone()
+                if row is None:
+                    continue
+                devices = conn.execute(
+                    "SELECT device_id FROM devices WHERE account_id = ? ORDER BY device_id",
+                    (row[0],),
+                ).fetchall()
+                found[address] = (_aid(row[0]), [DeviceId(int(d[0])) for d in devices])
+            return found
+
+        return await self._db.read(op)
+
+
+def _device_exists(conn: sqlite3.Connection, account: str, device_id: int) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM devices WHERE account_id = ? AND device_id = ?", (account, device_id)
+    ).fetchone()
+    return row is not None
+
+
+class _Keys:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def update_keys(
+        self, account_id: AccountId, device_id: DeviceId, update: KeyUpdate
+    ) -> None:
+        account = str(account_id)
+
+        def op(conn: sqlite3.Connection) -> None:
+            if not _device_exists(conn, account, device_id):
+                raise UnknownDevice("no such device")
+            row = conn.execute(
+                "SELECT identity_key FROM accounts WHERE account_id = ?", (account,)
+            ).fetchone()
+            identity = None if row[0] is None else bytes(row[0])
+            if update.identity_key is not None:
+                if identity is not None and identity != update.identity_key:
+                    raise IdentityKeyChanged("identity key differs from the registered one")
+                identity = update.identity_key
+            where = (account, device_id)
+            has_signed = conn.execute(
+                "SELECT 1 FROM signed_prekeys WHERE account_id = ? AND device_id = ?", where
+            ).fetchone()
+            has_last = conn.execute(
+                "SELECT 1 FROM pq_last_resort_prekeys WHERE account_id = ? AND device_id = ?",
+                where,
+            ).fetchone()
+            if (
+                identity is None
+                or (has_signed is None and update.signed_prekey is None)
+                or (has_last is None and update.pq_last_resort is None)
+            ):
+                raise KeysNotSet("identity key, signed prekey and last-resort PQ prekey required")
+            conn.execute(
+                "UPDATE accounts SET identity_key = ? WHERE account_id = ?", (identity, account)
+            )
+            for table, key in (
+                ("signed_prekeys", update.signed_prekey),
+                ("pq_last_resort_prekeys", update.pq_last_resort),
+            ):
+                if key is None:
+                    continue
+                conn.execute(f"DELETE FROM {table} WHERE account_id = ? AND device_id = ?", where)  # noqa: S608
+                conn.execute(
+                    f"INSERT INTO {table} (account_id, device_id, key_id, public_key, signature)"  # noqa: S608
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (*where, key.key_id, key.public_key, key.signature),
+                )
+            if update.one_time is not None:
+                conn.execute(
+                    "DELETE FROM one_time_prekeys WHERE account_id = ? AND device_id = ?", where
+                )
+                conn.executemany(
+                    "INSERT INTO one_time_prekeys (account_id, device_id, key_id, public_key)"
+                    " VALUES (?, ?, ?, ?)",
+                    [(*where, k.key_id, k.public_key) for k in update.one_time],
+                )
+            if update.pq_one_time is not None:
+                conn.execute(
+                    "DELETE FROM pq_one_time_prekeys WHERE account_id = ? AND device_id = ?",
+                    where,
+                )
+                conn.executemany(
+                    "INSERT INTO pq_one_time_prekeys"
+                    " (account_id, device_id, key_id, public_key, signature)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(*where, k.key_id, k.public_key, k.signature) for k in update.pq_one_time],
+                )
+
+        await self._db.write(op)
+
+    async def count_one_time(self, account_id: AccountId, device_id: DeviceId) -> KeyCounts:
+        where = (str(account_id), device_id)
+
+        def op(conn: sqlite3.Connection) -> KeyCounts:
+            ec = conn.execute(
+                "SELECT COUNT(*) FROM one_time_prekeys WHERE account_id = ? AND device_id = ?",
+                where,
+            ).fetchone()[0]
+            pq = conn.execute(
+                "SELECT COUNT(*) FROM pq_one_time_prekeys WHERE account_id = ? AND device_id = ?",
+                where,
+            ).fetchone()[0]
+            return KeyCounts(int(ec), int(pq))
+
+        return await self._db.read(op)
+
+    async def take_bundle(
+        self, account_id: AccountId, device_id: DeviceId | None
+    ) -> KeyBundle | None:
+        account = str(account_id)
+
+        def op(conn: sqlite3.Connection) -> KeyBundle | None:
+            row = conn.execute(
+                "SELECT identity_key FROM accounts WHERE account_id = ?", (account,)
+            ).fetchone()
+            if row is None or row[0] is None:
+                return None
+            identity = bytes(row[0])
+            devices = conn.execute(
+                "SELECT d.device_id, d.registration_id, s.key_id, s.public_key, s.signature,"
+                " l.key_id, l.public_key, l.signature FROM devices d"
+                " JOIN signed_prekeys s"
+                " ON s.account_id = d.account_id AND s.device_id = d.device_id"
+                " JOIN pq_last_resort_prekeys l"
+                " ON l.account_id = d.account_id AND l.device_id = d.device_id"
+                " WHERE d.account_id = ? ORDER BY d.device_id",
+                (account,),
+            ).fetchall()
+            handed: list[DeviceKeys] = []
+            for d in devices:
+                dev = int(d[0])
+                if device_id is not None and dev != device_id:
+                    continue
+                where = (account, dev)
+                ot = conn.execute(
+                    "SELECT key_id, public_key FROM one_time_prekeys"
+                    " WHERE account_id = ? AND device_id = ? ORDER BY key_id LIMIT 1",
+                    where,
+                ).fetchone()
+                prekey = None
+                if ot is not None:
+                    prekey = OneTimeKey(int(ot[0]), bytes(ot[1]))
+                    conn.execute(
+                        "DELETE FROM one_time_prekeys"
+                        " WHERE account_id = ? AND device_id = ? AND key_id = ?",
+                        (*where, ot[0]),
+                    )
+                pq_row = conn.execute(
+                    "SELECT key_id, public_key, signature FROM pq_one_time_prekeys"
+                    " WHERE account_id = ? AND device_id = ? ORDER BY key_id LIMIT 1",
+                    where,
+                ).fetchone()
+                if pq_row is not None:
+                    pq = SignedKey(int(pq_row[0]), bytes(pq_row[1]), bytes(pq_row[2]))
+                    conn.execute(
+                        "DELETE FROM pq_one_time_prekeys"
+                        " WHERE account_id = ? AND device_id = ? AND key_id = ?",
+                        (*where, pq_row[0]),
+                    )
+                else:
+                    pq = SignedKey(int(d[5]), bytes(d[6]), bytes(d[7]))
+                handed.append(
+                    DeviceKeys(
+                        DeviceId(dev),
+                        int(d[1]),
+                        SignedKey(int(d[2]), bytes(d[3]), bytes(d[4])),
+                        prekey,
+                        pq,
+                        pq_row is None,
+                    )
+                )
+            return KeyBundle(identity, tuple(handed)) if handed else None
+
+        return await self._db.write(op)
+
+
+def _enqueue(
+    conn: sqlite3.Connection,
+    envelopes: Sequence[OutgoingEnvelope],
+    *,
+    now: int,
+    expires_at: int,
+    cap: int | None,
+) -> list[DeviceRef]:
+    todo: list[OutgoingEnvelope] = []
+    seen: set[tuple[DeviceRef, bytes]] = set()
+    added: dict[DeviceRef, int] = {}
+    full: list[DeviceRef] = []
+    for env in envelopes:
+        ref = DeviceRef(env.account_id, env.device_id)
+        where = (str(env.account_id), env.device_id)
+        if not _device_exists(conn, *where):
+            raise UnknownDevice("no such recipient device")
+        if (ref, env.dedupe_key) in seen:
+            continue
+        dup = conn.execute(
+            "SELECT 1 FROM envelopes WHERE account_id = ? AND device_id = ? AND dedupe_key = ?"
+            " UNION ALL SELECT 1 FROM delivered"
+            " WHERE account_id = ? AND device_id = ? AND dedupe_key = ? AND expires_at > ?",
+            (*where, env.dedupe_key, *where, env.dedupe_key, now),
+        ).fetchone()
+        if dup is not None:
+            continue
+        if cap is not None:
+            count = conn.execute(
+                "SELECT COUNT(*) FROM envelopes WHERE account_id = ? AND device_id = ?", where
+            ).fetchone()[0]
+            if int(count) + added.get(ref, 0) >= cap:
+                if ref not in full:
+                    full.append(ref)
+                continue
+        seen.add((ref, env.dedupe_key))
+        added[ref] = added.get(ref, 0) + 1
+        todo.append(env)
+    if full:
+        raise MailboxFull(full)
+    woken: list[DeviceRef] = []
+    for env in todo:
+        where = (str(env.account_id), env.device_id)
+        seq = conn.execute(
+            "UPDATE devices SET last_seq = last_seq + 1 WHERE account_id = ? AND device_id = ?"
+            " RETURNING last_seq",
+            where,
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO envelopes (account_id, device_id, seq, dedupe_key, type,"
+            " source_account, source_device, source_address, message_id, client_timestamp,"
+            " server_timestamp, expires_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                *where,
+                seq,
+                env.dedupe_key,
+                env.type,
+                None if env.source is None else str(env.source),
+                env.source_device,
+                env.source_address,
+                env.message_id,
+                env.timestamp,
+                now,
+                expires_at,
+                env.body,
+            ),
+        )
+        ref = DeviceRef(env.account_id, env.device_id)
+        if ref not in woken:
+            woken.append(ref)
+    return woken
+
+
+class _Mailboxes:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def enqueue(
+        self, envelopes: Sequence[OutgoingEnvelope], *, now: int, expires_at: int, cap: int
+    ) -> list[DeviceRef]:
+        return await self._db.write(
+            lambda conn: _enqueue(conn, envelopes, now=now, expires_at=expires_at, cap=cap)
+        )
+
+    async def fetch(
+        self, account_id: AccountId, device_id: DeviceId, *, after_seq: int, limit: int, now: int
+    ) -> list[StoredEnvelope]:
+        def op(conn: sqlite3.Connection) -> list[StoredEnvelope]:
+            rows = conn.execute(
+                f"SELECT {_ENVELOPE_COLUMNS} FROM envelopes"  # noqa: S608
+                " WHERE account_id = ? AND device_id = ? AND seq > ? AND expires_at > ?"
+                " ORDER BY seq LIMIT ?",
+                (str(account_id), device_id, after_seq, now, limit),
+            ).fetchall()
+            return [_envelope(r) for r in rows]
+
+        return await self._db.read(op)
+
+    async def last_seq(self, account_id: AccountId, device_id: DeviceId) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT last_seq FROM devices WHERE account_id = ? AND device_id = ?",
+                (str(account_id), device_id),
+            ).fetchone()
+            return 0 if row is None else int(row[0])
+
+        return await self._db.read(op)
+
+    async def acknowledge(
+        self,
+        account_id: AccountId,
+        device_id: DeviceId,
+        seqs: Sequence[int],
+        *,
+        now: int,
+        expires_at: int,
+        receipt_source_address: str | None,
+    ) -> list[DeviceRef]:
+        where = (str(account_id), device_id)
+
+        def op(conn: sqlite3.Connection) -> list[DeviceRef]:
+            receipts: list[OutgoingEnvelope] = []
+            for seq in dict.fromkeys(seqs):
+                row = conn.execute(
+                    "DELETE FROM envelopes WHERE account_id = ? AND device_id = ? AND seq = ?"
+                    " RETURNING dedupe_key, expires_at, type, source_account, source_device,"
+                    " message_id, client_timestamp",
+                    (*where, seq),
+                ).fetchone()
+                if row is None:
+                    continue
+                key, env_expiry, type_, src, src_dev, mid, ts = row
+                conn.execute(
+                    "INSERT INTO delivered (account_id, device_id, dedupe_key, expires_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (*where, key, env_expiry),
+                )
+                if src is None or src_dev is None or int(type_) == RECEIPT_TYPE:
+                    continue
+                if not _device_exists(conn, str(src), int(src_dev)):
+                    continue
+                receipts.append(
+                    OutgoingEnvelope(
+                        _aid(src),
+                        DeviceId(int(src_dev)),
+                        receipt_dedupe_key(bytes(mid), account_id, device_id),
+                        RECEIPT_TYPE,
+                        account_id,
+                        device_id,
+                        receipt_source_address,
+                        bytes(mid),
+                        int(ts),
+                        b"",
+                    )
+                )
+            return _enqueue(conn, receipts, now=now, expires_at=expires_at, cap=None)
+
+        return await self._db.write(op)
+
+    async def expire(self, now: int) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "UPDATE devices SET expired_count = expired_count + (SELECT COUNT(*)"
+                " FROM envelopes e WHERE e.account_id = devices.account_id"
+                " AND e.device_id = devices.device_id AND e.expires_at <= ?)"
+                " WHERE EXISTS (SELECT 1 FROM envelopes e WHERE e.account_id = devices.account_id"
+                " AND e.device_id = devices.device_id AND e.expires_at <= ?)",
+                (now, now),
+            )
+            deleted = conn.execute("DELETE FROM envelopes WHERE expires_at <= ?", (now,)).rowcount
+            conn.execute("DELETE FROM delivered WHERE expires_at <= ?", (now,))
+            return int(deleted)
+
+        return await self._db.write(op)
+
+    async def take_expired_count(self, account_id: AccountId, device_id: DeviceId) -> int:
+        where = (str(account_id), device_id)
+
+        def op(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT expired_count FROM devices WHERE account_id = ? AND device_id = ?", where
+            ).fetchone()
+            if row is None or int(row[0]) == 0:
+                return 0
+            conn.execute(
+                "UPDATE devices SET expired_count = 0 WHERE account_id = ? AND device_id = ?",
+                where,
+            )
+            return int(row[0])
+
+        return await self._db.write(op)
+
+
+class SqliteEngine:
+    """The SQLite engine over one database file."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._storage = Storage(_Accounts(db), _Keys(db), _Mailboxes(db))
+
+    @classmethod
+    def open(cls, path: Path) -> SqliteEngine:
+        """Open (create, migrate) the database at ``path``. Blocking.
+
+        Raises:
+            SchemaTooNew: The file was written by a newer kurir.
+        """
+        return cls(Database.open(path))
+
+    @property
+    def storage(self) -> Storage:
+        """The stores."""
+        return self._storage
+
+    async def close(self) -> None:
+        """Commit outstanding writes and close the database."""
+        await self._db.close()

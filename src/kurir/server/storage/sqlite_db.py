@@ -1,0 +1,231 @@
+"""The SQLite database: one writer thread with group commit, one reader thread, migrations.
+
+This module owns the connection lifecycle of the embedded engine. All writes run on ONE
+dedicated thread: it takes every queued operation, runs each inside its own SAVEPOINT of a
+single transaction, COMMITs once (group commit), and only then resolves the callers'
+futures, so a caller's ``await`` returns after its change is on disk. Reads run on a separate
+thread with its own WAL connection. It knows nothing of accounts or mailboxes: operations
+are plain callables over a :class:`sqlite3.Connection`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import importlib.resources
+import logging
+import queue
+import re
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Generic, TypeVar
+
+from kurir.server.storage.errors import SchemaTooNew, StorageError
+
+__all__ = ["Database", "check_schema", "load_migrations"]
+
+T = TypeVar("T")
+_log = logging.getLogger(__name__)
+_MAX_BATCH: Final = 256
+_MIGRATION_NAME: Final = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
+
+
+def load_migrations() -> list[tuple[int, str]]:
+    """Return the packaged migrations as (version, sql) in order; numbering must have no gaps."""
+    package = importlib.resources.files("kurir.server.storage.migrations")
+    found: list[tuple[int, str]] = []
+    for entry in package.iterdir():
+        match = _MIGRATION_NAME.fullmatch(entry.name)
+        if match is not None:
+            found.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
+    found.sort()
+    if [v for v, _ in found] != list(range(1, len(found) + 1)):
+        raise StorageError("migrations are not numbered 1..n without gaps")
+    return found
+
+
+def check_schema(path: Path) -> None:
+    """Refuse early, without writing anything, a database written by a newer kurir.
+
+    Raises:
+        SchemaTooNew: The file's schema version is beyond the packaged migrations.
+    """
+    if not path.exists():
+        return
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    except sqlite3.OperationalError:
+        return  # no schema_version table yet: a fresh or foreign file, migrate() decides
+    finally:
+        conn.close()
+    current = int(row[0]) if row is not None and row[0] is not None else 0
+    known = len(load_migrations())
+    if current > known:
+        raise SchemaTooNew(f"database schema {current} is newer than this kurir ({known})")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, migrations: list[tuple[int, str]]) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    current = int(row[0]) if row is not None and row[0] is not None else 0
+    known = migrations[-1][0] if migrations else 0
+    if current > known:
+        raise SchemaTooNew(f"database schema {current} is newer than this kurir ({known})")
+    for version, sql in migrations:
+        if version <= current:
+            continue
+        try:
+            conn.executescript(
+                f"BEGIN IMMEDIATE;\n{sql}\n"
+                f"INSERT INTO schema_version (version) VALUES ({version:d});\nCOMMIT;"
+            )
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        _log.info("applied storage migration %d", version)
+
+
+@dataclass
+class _Op(Generic[T]):
+    fn: Callable[[sqlite3.Connection], T]
+    future: concurrent.futures.Future[T]
+
+
+class Database:
+    """An open SQLite database file with its writer and reader threads.
+
+    Use :meth:`open` (blocking: runs migrations) and always :meth:`close`.
+    """
+
+    def __init__(self, path: Path, writer: sqlite3.Connection, reader: sqlite3.Connection) -> None:
+        self.path = path
+        self._writer_conn = writer
+        self._reader_conn = reader
+        self._queue: queue.SimpleQueue[_Op[object] | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="kurir-sqlite-writer")
+        self._reader = concurrent.futures.ThreadPoolExecutor(1, "kurir-sqlite-reader")
+        self._closed = False
+        self._writer.start()
+
+    @classmethod
+    def open(cls, path: Path) -> Database:
+        """Open (creating if needed) and migrate the database at ``path``.
+
+        Raises:
+            SchemaTooNew: The file was written by a newer kurir.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = _connect(path)
+        try:
+            _migrate(writer, load_migrations())
+            reader = _connect(path)
+        except BaseException:
+            writer.close()
+            raise
+        return cls(path, writer, reader)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in the next group-committed transaction; return once committed.
+
+        If ``fn`` raises, only its own changes are rolled back and the exception is re-raised
+        here; the other operations of the batch still commit.
+        """
+        if self._closed:
+            raise StorageError("database is closed")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put(_Op(fn, future))  # type: ignore[arg-type]
+        return await asyncio.wrap_future(future)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the reader connection (it sees every committed write)."""
+        if self._closed:
+            raise StorageError("database is closed")
+        conn = self._reader_conn
+        return await asyncio.wrap_future(self._reader.submit(fn, conn))
+
+    def _write_loop(self) -> None:
+        conn = self._writer_conn
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            batch: list[_Op[object]] = []
+            if first is None:
+                stop = True
+            else:
+                batch.append(first)
+            while len(batch) < _MAX_BATCH and not stop:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                else:
+                    batch.append(item)
+            # an operation whose caller gave up before it started is skipped; once started it
+            # runs to its commit even if the caller is cancelled meanwhile
+            batch = [op for op in batch if op.future.set_running_or_notify_cancel()]
+            if batch:
+                try:
+                    self._run_batch(conn, batch)
+                except Exception:  # never let the writer thread die: callers would hang
+                    _log.exception("storage writer failed")
+                    for op in batch:
+                        if not op.future.done():
+                            op.future.set_exception(StorageError("transaction failed"))
+        conn.close()
+
+    @staticmethod
+    def _run_batch(conn: sqlite3.Connection, batch: list[_Op[object]]) -> None:
+        outcomes: list[tuple[_Op[object], object, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = op.fn(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    outcomes.append((op, None, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    outcomes.append((op, result, None))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            _log.error("storage transaction failed: %s", type(exc).__name__)
+            for op in batch:
+                if not op.future.done():
+                    op.future.set_exception(StorageError("transaction failed"))
+            return
+        for op, result, error in outcomes:
+            if error is not None:
+                op.future.set_exception(error)
+            else:
+                op.future.set_result(result)
+
+    async def close(self) -> None:
+        """Finish queued writes, then stop both threads and close the connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        await asyncio.to_thread(self._writer.join)
+        await asyncio.wrap_future(self._reader.submit(self._reader_conn.close))
+        self._reader.shutdown(wait=True)

@@ -1,0 +1,90 @@
+"""`kurir serve` as a real process: durability across SIGKILL, refusal of bad setups."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from kurir.cli.main import SUBCOMMANDS, build_parser, main
+from kurir.server.app import DB_FILE
+from kurir.server.config import load_apps
+from kurir.server.testing import spawn_server
+from kurir.wire.frames import Result
+
+from .helpers import drain, message, recv_frame, register, send, send_frame
+
+
+class _DefaultKeys:
+    """The client keys of the built-in catalogue, which `kurir serve` uses by default."""
+
+    def client_key(self, app_id: str) -> str:
+        app = load_apps().get(app_id)
+        assert app is not None
+        return app.client_key
+
+
+async def test_accepted_message_survives_sigkill(tmp_path: Path) -> None:
+    async with spawn_server(tmp_path) as proc:
+        keys = _DefaultKeys()
+        async with httpx.AsyncClient(base_url=proc.base_url) as http:
+            alice = await register(http, keys, "messenger:1000423", registration_id=3)
+            bob = await register(http, keys, "instagram:@bob", registration_id=4)
+        async with connect(proc.ws_url, additional_headers=alice.auth) as a:
+            await drain(a)
+            await send_frame(a, send(1, bob, b"k" * 16, message(1, 4, b"survives")))
+            assert await recv_frame(a) == Result(1, True)
+            proc.kill()
+            await proc.process.wait()
+    async with (
+        spawn_server(tmp_path) as proc,
+        connect(proc.ws_url, additional_headers=bob.auth) as b,
+    ):
+        envelopes, _ = await drain(b)
+        assert [e.body for e in envelopes] == [b"survives"]
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kurir.cli.main", "serve", "--port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_refuses_a_newer_schema(tmp_path: Path) -> None:
+    tmp_path.mkdir(exist_ok=True)
+    conn = sqlite3.connect(tmp_path / DB_FILE)
+    with conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version (version) VALUES (999)")
+    conn.close()
+    result = _serve("--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "database schema 999 is newer" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_refuses_a_bad_app_catalogue(tmp_path: Path) -> None:
+    apps = tmp_path / "apps.toml"
+    apps.write_text('[[apps]]\nid = "Bad"\n', encoding="utf-8")
+    result = _serve("--data-dir", str(tmp_path), "--apps", str(apps))
+    assert result.returncode == 2
+    assert "apps[0]" in result.stderr
+
+
+def test_cli_registers_serve(capsys: pytest.CaptureFixture[str]) -> None:
+    assert ("serve", "kurir.cli.serve") in SUBCOMMANDS
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--help"])
+    assert info.value.code == 0
+    assert "--data-dir" in capsys.readouterr().out
+    args = build_parser().parse_args(["serve", "--port", "0"])
+    assert (args.port, args.host, str(args.data_dir)) == (0, "127.0.0.1", "data")
