@@ -12,7 +12,12 @@ import pytest
 from client.peers import NOW, Peer, send
 from kurir.client import cipher
 from kurir.client.content import Content, Text, decode_content
-from kurir.client.events import MessageEvent, UndecryptableEvent, event_from_inbox
+from kurir.client.events import (
+    ExpiredEvent,
+    MessageEvent,
+    UndecryptableEvent,
+    event_from_inbox,
+)
 from kurir.crypto.errors import UntrustedIdentityError
 from kurir.crypto.stores import (
     IdentityKeyStore,
@@ -21,7 +26,7 @@ from kurir.crypto.stores import (
     SessionStore,
     SignedPreKeyStore,
 )
-from kurir.wire.frames import Envelope, EnvelopeType
+from kurir.wire.frames import Drained, Envelope, EnvelopeType
 
 
 def _texts(peer: Peer) -> list[str]:
@@ -115,3 +120,12 @@ def test_content_survives_the_cipher_unchanged() -> None:
         bob.protocol, str(alice.account_id), 1, envelope.type, envelope.body, rng=bob.rng
     )
     assert decode_content(plaintext) == Content(Text("exact"), sent_at=NOW)
+
+
+async def test_expired_envelopes_become_one_event() -> None:
+    bob = Peer(12, "x:2")
+    await bob.incoming.handle(Drained(expired=3))
+    await bob.incoming.handle(Drained())
+    events = [event_from_inbox(i) for i in bob.store.inbox()]
+    assert [(type(e), getattr(e, "count", None)) for e in events] == [(ExpiredEvent, 3)]
+    assert bob.incoming.drained.is_set()

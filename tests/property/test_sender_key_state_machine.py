@@ -13,7 +13,8 @@ whose keys are kept. From that it predicts every delivery:
 1. a group message decrypts to exactly what was sent, and at most once per receiver history;
 2. it decrypts whenever the receiver holds its chain and has not used its iteration, in any order
    (skipped keys), and a distribution message processed late or twice never loses progress;
-3. otherwise the error is the documented one: `NoSenderKeyStateError` (chain unknown: never
+3. otherwise the error is the documented one (and a message with any bit flipped never
+   decrypts): `NoSenderKeyStateError` (chain unknown: never
    distributed, or evicted by five newer chains), `DuplicateMessageError` (iteration used, or
    older than the distribution message the receiver started from); no other exception occurs and
    a failed decryption leaves the receiver's store byte-identical;
@@ -44,6 +45,7 @@ from kurir.crypto.errors import (
     DuplicateMessageError,
     InvalidMessageError,
     NoSenderKeyStateError,
+    SignalProtocolError,
 )
 from kurir.crypto.sender_key_record import SenderKeyRecord
 from kurir.crypto.sender_keys import (
@@ -301,6 +303,24 @@ class SenderKeyMachine(RuleBasedStateMachine):
         for delivery in pending:
             self._deliver(delivery)
             self.delivered.append(delivery)
+
+    @precondition(lambda self: any(isinstance(item, GroupMessage) for _, item in self.pool))
+    @rule(index=st.integers(0, 1000), position=st.integers(0, 10_000), bit=st.integers(0, 7))
+    def tamper(self, index: int, position: int, bit: int) -> None:
+        """Delivers a pending group message with one bit flipped (the original stays pending):
+        everything in it is signed, so it must fail with a documented error, changing nothing."""
+        messages = [(r, item) for r, item in self.pool if isinstance(item, GroupMessage)]
+        r, m = messages[index % len(messages)]
+        body = bytearray(m.body)
+        body[position % len(body)] ^= 1 << bit
+        before = self.stores[r].dump()
+        try:
+            group_decrypt(bytes(body), self.stores[r], SENDER)
+        except SignalProtocolError as error:
+            event(f"tampered: {type(error).__name__}")
+        else:
+            raise AssertionError(f"a tampered copy of message {m.id} decrypted")
+        assert self.stores[r].dump() == before
 
     @precondition(lambda self: self.pool)
     @rule(index=st.integers(0, 1000))

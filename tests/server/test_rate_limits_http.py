@@ -18,6 +18,7 @@ LIMITS = RateLimits(
     registration_per_address=RateLimit(2, 60_000),
     bundle_fetch_per_account=RateLimit(2, 1_000),
     failed_auth_per_host=RateLimit(3, 10_000),
+    directory_per_account=RateLimit(2, 1_000),
 )
 
 
@@ -77,3 +78,15 @@ async def test_registration_attempts_are_limited_per_address(env: Env) -> None:
     assert (await env.http.post("/v1/accounts", json=right, headers=key)).status_code == 429
     env.clock.advance(60_000)
     assert (await env.http.post("/v1/accounts", json=right, headers=key)).status_code == 200
+
+
+async def test_directory_lookups_are_limited_per_caller(env: Env) -> None:
+    alice = await register(env.http, env.server, "messenger:1")
+    body = {"addresses": ["messenger:1"]}
+    statuses = [
+        (await env.http.post("/v1/directory", json=body, headers=alice.auth)).status_code
+        for _ in range(3)
+    ]
+    assert statuses == [200, 200, 429]
+    env.clock.advance(1_000)
+    assert (await env.http.post("/v1/directory", json=body, headers=alice.auth)).status_code == 200

@@ -393,3 +393,21 @@ async def test_multi_device_fan_out_and_removal(
     assert (await http.get("/v1/devices", headers=bob2.auth)).status_code == 401
     devices = (await http.get("/v1/devices", headers=bob.auth)).json()["devices"]
     assert [d["device_id"] for d in devices] == [1]
+
+
+async def test_long_backlog_is_drained_in_order(
+    http: httpx.AsyncClient, server: RunningServer
+) -> None:
+    alice, bob = await _pair(http, server)
+    count = 250  # more than one fetch batch
+    async with online(server, alice) as a:
+        await drain(a)
+        for i in range(count):  # pipelined: results come back in order
+            await send_frame(a, send(i, bob, i.to_bytes(16, "big"), message(1, 22, b"%d" % i)))
+        results = [await recv_frame(a) for _ in range(count)]
+        assert results == [Result(i, True) for i in range(count)]
+    async with online(server, bob) as b:
+        envelopes, drained = await drain(b)
+        assert drained == Drained()
+        assert [e.seq for e in envelopes] == list(range(1, count + 1))
+        assert [e.body for e in envelopes] == [b"%d" % i for i in range(count)]

@@ -42,6 +42,7 @@ from kurir.client.errors import (
 from kurir.client.events import (
     DeliveryEvent,
     Event,
+    ExpiredEvent,
     MessageEvent,
     UndecryptableEvent,
     UnreadableEvent,
@@ -320,6 +321,13 @@ def _print_event(out: Output, event: Event) -> None:
                 sender=event.sender,
                 message_id=event.message_id.hex(),
                 reason=event.reason,
+            )
+        case ExpiredEvent():
+            out.result(
+                f"[yellow]{event.count} message(s) expired on the server before they could be"
+                " delivered[/]",
+                event="expired",
+                count=event.count,
             )
         case UnreadableEvent():
             out.result(

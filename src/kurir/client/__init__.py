@@ -34,6 +34,7 @@ from kurir.client.errors import (
 from kurir.client.events import (
     DeliveryEvent,
     Event,
+    ExpiredEvent,
     MessageEvent,
     MessageId,
     UndecryptableEvent,
@@ -50,6 +51,7 @@ __all__ = [
     "DeliveryEvent",
     "Edit",
     "Event",
+    "ExpiredEvent",
     "IdentityChangedError",
     "InvalidAddressError",
     "MessageEvent",

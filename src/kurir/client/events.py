@@ -1,6 +1,7 @@
 """What the `Client` hands to the application: typed incoming events.
 
-Owns: the event types (`MessageEvent`, `DeliveryEvent`, `UndecryptableEvent`) and their
+Owns: the event types (`MessageEvent`, `DeliveryEvent`, `UndecryptableEvent`,
+`UnreadableEvent`, `ExpiredEvent`) and their
 construction from stored inbox items. Knows nothing of sockets or ciphers: every event here
 was already decrypted and durably stored before its envelope was acknowledged.
 """
@@ -19,6 +20,7 @@ __all__ = [
     "DeliveryEvent",
     "Event",
     "EventId",
+    "ExpiredEvent",
     "MessageEvent",
     "MessageId",
     "UndecryptableEvent",
@@ -116,7 +118,22 @@ class UnreadableEvent:
     reason: str
 
 
-Event = MessageEvent | DeliveryEvent | UndecryptableEvent | UnreadableEvent
+@dataclass(frozen=True, slots=True)
+class ExpiredEvent:
+    """Envelopes for this device expired on the server before they were delivered.
+
+    Their content is lost; the senders are not known to this device.
+
+    Attributes:
+        id: the local event id.
+        count: how many envelopes expired.
+    """
+
+    id: EventId
+    count: int
+
+
+Event = MessageEvent | DeliveryEvent | UndecryptableEvent | UnreadableEvent | ExpiredEvent
 """Everything `Client.events` yields."""
 
 
@@ -125,6 +142,9 @@ def event_from_inbox(item: InboxItem) -> Event:
     sender = item.source_address or str(item.source)
     event_id = EventId(item.id)
     message_id = MessageId(item.message_id)
+    if item.kind == InboxKind.EXPIRED:
+        count = int((item.content or b"0").decode("ascii", "replace") or 0)
+        return ExpiredEvent(event_id, count)
     if item.kind == InboxKind.DELIVERY:
         return DeliveryEvent(
             event_id, item.source, item.source_device, message_id, item.server_timestamp

@@ -11,7 +11,9 @@ copy that the dedup check drops. Hence every message reaches the application exa
 An envelope that cannot be decrypted is stored as an "undecryptable" event and acknowledged
 (it would fail again on every redelivery), and the sender is asked to resend it
 (`kurir.client.retry`). A resent message is stored under the id it was first sent with, so it
-reaches the application once. Server receipts (type 5) are stored as delivery events; retry
+reaches the application once. Envelopes the server reports as expired unread (in ``drained``)
+become one `ExpiredEvent`, so that a loss is never silent. Server receipts (type 5) are stored
+as delivery events; retry
 requests (type 8) are passed on once. Envelope types this client does not handle yet (sealed
 sender, sender keys) are acknowledged and dropped with a log line.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable
 from uuid import UUID
@@ -93,6 +96,8 @@ class Incoming:
             case Drained():
                 if frame.expired:
                     _log.warning("%d envelopes expired on the server unread", frame.expired)
+                    self._store_expired(frame.expired)
+                    self.stored.set()
                 self.drained.set()
             case Envelope():
                 if self._tap is not None:
@@ -152,6 +157,19 @@ class Incoming:
                 )
                 self._on_undecryptable(source, device, request)
             return stored
+
+    def _store_expired(self, count: int) -> None:
+        # The server reports each expiry once; the application hears of it once too.
+        self._store.add_to_inbox(
+            kind=InboxKind.EXPIRED,
+            source=UUID(int=0),
+            source_device=0,
+            source_address=None,
+            message_id=secrets.token_bytes(MESSAGE_ID_BYTES),
+            timestamp=0,
+            server_timestamp=0,
+            content=str(count).encode(),
+        )
 
     def _retry_request(self, envelope: Envelope, source: UUID, device: int) -> None:
         request = decode_retry_request(envelope.body)

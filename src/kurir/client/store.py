@@ -207,6 +207,7 @@ class InboxKind:
     DELIVERY = "delivery"
     UNDECRYPTABLE = "undecryptable"
     RETRY_REQUEST = "retry_request"
+    EXPIRED = "expired"
     CONTROL = "control"
     """Ids of our own control sends (retry requests, resends): their receipts are not shown."""
 

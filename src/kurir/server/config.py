@@ -146,6 +146,7 @@ class RateLimits:
     registration_per_address: RateLimit = RateLimit(5, 60_000)
     bundle_fetch_per_account: RateLimit = RateLimit(100, 1_000)
     failed_auth_per_host: RateLimit = RateLimit(20, 3_000)
+    directory_per_account: RateLimit = RateLimit(60, 1_000)
 
 
 @dataclass(frozen=True, slots=True)

@@ -268,9 +268,9 @@ async def _get_keys(request: Request, services: Services) -> Response:
 
 
 async def _directory(request: Request, services: Services) -> Response:
-    await _auth(request, services)
+    caller = await _auth(request, services)
     body = await _body(request, api.DirectoryRequest)
-    hits = await services.accounts.directory(body.addresses)
+    hits = await services.accounts.directory(caller, body.addresses)
     return json_response(
         api.DirectoryResponse(
             [api.DirectoryEntry(str(h.address), h.account_id, list(h.devices)) for h in hits]

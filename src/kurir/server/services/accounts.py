@@ -119,6 +119,7 @@ class AccountService:
         self._verify_host = RateLimiter(limits.verification_per_host, clock)
         self._register_address = RateLimiter(limits.registration_per_address, clock)
         self._failed_auth = RateLimiter(limits.failed_auth_per_host, clock)
+        self._directory = RateLimiter(limits.directory_per_account, clock)
 
     @property
     def catalogue(self) -> AppCatalogue:
@@ -303,11 +304,20 @@ class AccountService:
         """Return the devices of an account."""
         return await self._store.list_devices(account_id)
 
-    async def directory(self, address_texts: Sequence[str]) -> list[DirectoryHit]:
+    async def directory(
+        self, caller: AuthedDevice, address_texts: Sequence[str]
+    ) -> list[DirectoryHit]:
         """Resolve addresses; invalid and unregistered ones are left out.
 
         The results follow the order of first appearance of each normalised address.
+
+        Raises:
+            RateLimited: The caller's account looked up too often recently (limits
+                enumeration of the directory).
         """
+        key = str(caller.account_id)
+        if not self._directory.try_acquire(key):
+            raise RateLimited(self._directory.retry_after_s(key))
         addresses: list[Address] = []
         for text in address_texts:
             try:

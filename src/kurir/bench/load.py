@@ -1,0 +1,466 @@
+"""The load run: a server process, registered devices, generator processes, measured phases.
+
+This module owns the orchestration of ``kurir bench``: start ``kurir serve`` on a fresh data
+directory, register the devices over HTTP, start the generator processes
+(:mod:`kurir.bench.worker`) with their share of the devices, then run one measurement phase
+per requested rate (``None``: as fast as the server accepts) and turn the workers' counts into
+:class:`PhaseResult` rows: accepted and delivered messages per second inside the counted window,
+send-to-receipt latency percentiles, errors, the server's CPU (percent of one core) and peak
+RSS, and the generator processes' own CPU. It also owns the idle-connections run
+(:func:`run_idle`). It knows nothing of terminals: progress goes to an optional callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import multiprocessing
+import os
+import platform
+import shutil
+import tempfile
+import time
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Final
+
+from kurir.bench.procs import (
+    ServerProcess,
+    cpu_percent,
+    cpu_total,
+    raise_fd_limit,
+    rss_bytes,
+    start_kurir_server,
+)
+from kurir.bench.register import DeviceCredentials, register_devices
+from kurir.bench.worker import (
+    C_ACCEPTED,
+    C_CONNECTED,
+    C_DELIVERED,
+    C_ERRORS,
+    C_SENT,
+    COUNTERS,
+    PhaseSpec,
+    PhaseStats,
+    WorkerConfig,
+    worker_main,
+)
+
+__all__ = [
+    "IdleResult",
+    "LatencySummary",
+    "LoadOptions",
+    "PhaseResult",
+    "Progress",
+    "machine_info",
+    "percentiles",
+    "run_idle",
+    "run_load",
+]
+
+_MIB: Final = 1024 * 1024
+_SAMPLE_S: Final = 0.25
+_START_DELAY_NS: Final = 300_000_000
+
+Progress = Callable[[str, float, float], None]
+"""Progress callback: (what is happening, done, total)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySummary:
+    """Send-to-receipt latency of the messages sent inside the counted window (ms)."""
+
+    samples: int
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    mean_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseResult:
+    """One measured phase of one server.
+
+    Attributes:
+        server: Which server (``kurir``, ``synapse``, ...).
+        target_rate: Offered messages per second, or ``None`` (as fast as accepted).
+        accepted_per_s: Sends acknowledged by the server per second of the window.
+        delivered_per_s: Messages received by recipients per second of the window.
+        undelivered: Messages of the phase accepted but not received when collection ended.
+        server_cpu_pct: Server process CPU over the window, percent of one core.
+        server_rss_mib: Peak server RSS sampled during the window.
+        generator_cpu_pct: All generator processes together, percent of one core.
+        generator_max_lag_ms: How late the generator sent against its schedule (fixed rate).
+    """
+
+    server: str
+    devices: int
+    target_rate: float | None
+    window: int
+    duration_s: float
+    sent: int
+    accepted: int
+    delivered: int
+    accepted_per_s: float
+    delivered_per_s: float
+    receipts: int
+    undelivered: int
+    errors: dict[str, int]
+    latency: LatencySummary | None
+    server_cpu_pct: float
+    server_rss_mib: float
+    generator_cpu_pct: float
+    generator_max_lag_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class IdleResult:
+    """Server memory per connected idle device."""
+
+    devices: int
+    connected: int
+    rss_before_mib: float
+    rss_after_mib: float
+    bytes_per_device: float
+    settle_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """What to run.
+
+    Attributes:
+        devices: Simulated devices (each its own account and WebSocket).
+        workers: Generator processes.
+        rates: One phase per entry: offered messages/s, ``None`` = as fast as accepted.
+        duration_s: Counted seconds per phase.
+        warmup_s: Seconds of sending before counting, per phase.
+        window: Sends in flight per device in the as-fast-as-accepted mode.
+        payload_bytes: Message body size (opaque, like a ciphertext).
+        drain_s: Longest wait after a phase for outstanding deliveries.
+        data_dir: The server's data directory; ``None``: a fresh temporary one.
+    """
+
+    devices: int = 100
+    workers: int = 1
+    rates: tuple[float | None, ...] = (None,)
+    duration_s: float = 10.0
+    warmup_s: float = 2.0
+    window: int = 1
+    payload_bytes: int = 200
+    drain_s: float = 10.0
+    data_dir: Path | None = None
+
+
+def percentiles(latencies_ns: Sequence[int]) -> LatencySummary | None:
+    """p50/p99/p99.9/max/mean (nearest rank) of nanosecond latencies, in ms."""
+    n = len(latencies_ns)
+    if n == 0:
+        return None
+    ordered = sorted(latencies_ns)
+
+    def rank(q: float) -> float:
+        return ordered[max(0, math.ceil(q * n) - 1)] / 1e6
+
+    return LatencySummary(
+        n, rank(0.50), rank(0.99), rank(0.999), ordered[-1] / 1e6, sum(ordered) / n / 1e6
+    )
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine a result came from."""
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo", encoding="utf-8") as f:
+        mem = int(f.readline().split()[1]) * 1024
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(mem / 1024**3, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+@contextlib.contextmanager
+def _data_dir(given: Path | None) -> Iterator[Path]:
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        yield given
+        return
+    # on the same disk as the repository by default: /tmp may be a RAM disk, and the
+    # durability being measured is an fsync to a real disk
+    tmp = Path(tempfile.mkdtemp(prefix="kurir-bench-", dir=os.environ.get("KURIR_BENCH_TMP")))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Workers:
+    """The generator processes and their pipes and shared counters."""
+
+    def __init__(
+        self,
+        server: ServerProcess,
+        devices: list[DeviceCredentials],
+        count: int,
+        payload_bytes: int,
+    ) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        targets = tuple((str(d.account_id), d.registration_id) for d in devices)
+        self.conns: list[Connection] = []
+        self.counters: list[Any] = []
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+        count = max(1, min(count, len(devices)))
+        for w in range(count):
+            parent, child = ctx.Pipe()
+            counters = ctx.Array("q", COUNTERS, lock=False)
+            config = WorkerConfig(
+                worker_id=w,
+                host=server.host,
+                port=server.port,
+                devices=tuple(devices[w::count]),
+                targets=targets,
+                payload_bytes=payload_bytes,
+            )
+            process = ctx.Process(
+                target=worker_main, args=(config, child, counters), name=f"kurir-bench-{w}"
+            )
+            process.start()
+            child.close()
+            self.conns.append(parent)
+            self.counters.append(counters)
+            self.processes.append(process)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes if p.pid is not None]
+
+    def total(self, index: int) -> int:
+        return sum(int(c[index]) for c in self.counters)
+
+    def wait_ready(self, expected: int, progress: Progress | None) -> None:
+        ready = 0
+        pending = list(self.conns)
+        while pending:
+            for conn in list(pending):
+                if conn.poll(_SAMPLE_S):
+                    message = conn.recv()
+                    pending.remove(conn)
+                    if message[0] != "ready":
+                        raise RuntimeError(f"a generator process failed: {message[1]}")
+                    ready += int(message[1])
+            if progress is not None:
+                progress("connecting", self.total(C_CONNECTED), expected)
+            if any(not p.is_alive() for p in self.processes) and pending:
+                raise RuntimeError("a generator process died while connecting")
+
+    def broadcast(self, message: tuple[Any, ...]) -> None:
+        for conn in self.conns:
+            conn.send(message)
+
+    def collect(self) -> list[PhaseStats]:
+        self.broadcast(("collect",))
+        stats: list[PhaseStats] = []
+        for conn in self.conns:
+            kind, value = conn.recv()
+            if kind != "stats" or not isinstance(value, PhaseStats):
+                raise RuntimeError("a generator process sent no statistics")
+            stats.append(value)
+        return stats
+
+    def stop(self) -> None:
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.send(("stop",))
+        for process in self.processes:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+def _register(server: ServerProcess, count: int, progress: Progress | None) -> list[Any]:
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None and (done % 10 == 0 or done == count):
+            progress("registering", done, count)
+
+    return asyncio.run(register_devices(server.base_url, count, progress=step))
+
+
+def _phase(
+    server: ServerProcess,
+    workers: _Workers,
+    options: LoadOptions,
+    phase_id: int,
+    rate: float | None,
+    progress: Progress | None,
+) -> PhaseResult:
+    share = None if rate is None else rate / len(workers.conns)
+    spec = PhaseSpec(
+        phase_id=phase_id,
+        start_ns=time.monotonic_ns() + _START_DELAY_NS,
+        warmup_s=options.warmup_s,
+        duration_s=options.duration_s,
+        rate=share,
+        window=options.window,
+    )
+    workers.broadcast(("phase", spec))
+    label = "max" if rate is None else f"{rate:,.0f}/s"
+
+    def sleep_until(ns: int) -> None:
+        while (left := ns - time.monotonic_ns()) > 0:
+            time.sleep(min(left / 1e9, _SAMPLE_S))
+            if progress is not None:
+                elapsed = (time.monotonic_ns() - spec.start_ns) / 1e9
+                total = options.warmup_s + options.duration_s
+                delivered = workers.total(C_DELIVERED)
+                progress(f"{label}: {delivered:,} delivered", max(0.0, elapsed), total)
+
+    sleep_until(spec.count_from_ns)
+    server_before = cpu_total([server.pid])
+    gen_before = cpu_total(workers.pids)
+    peak = rss_bytes(server.pid)
+    while time.monotonic_ns() < spec.end_ns:
+        sleep_until(min(spec.end_ns, time.monotonic_ns() + int(_SAMPLE_S * 1e9)))
+        with contextlib.suppress(OSError):
+            peak = max(peak, rss_bytes(server.pid))
+    server_after = cpu_total([server.pid])
+    gen_after = cpu_total(workers.pids)
+    deadline = time.monotonic() + options.drain_s
+    while time.monotonic() < deadline:
+        sent, accepted = workers.total(C_SENT), workers.total(C_ACCEPTED)
+        errors, delivered = workers.total(C_ERRORS), workers.total(C_DELIVERED)
+        if accepted + errors >= sent and delivered >= accepted:
+            break
+        time.sleep(0.05)
+    stats = workers.collect()
+    latencies: array[int] = array("q")
+    errors_by_code: dict[str, int] = {}
+    for s in stats:
+        latencies.extend(s.latencies_ns)
+        for code, n in s.errors.items():
+            errors_by_code[code] = errors_by_code.get(code, 0) + n
+    accepted = sum(s.accepted for s in stats)
+    delivered = sum(s.delivered for s in stats)
+    return PhaseResult(
+        server="kurir",
+        devices=workers.total(C_CONNECTED),
+        target_rate=rate,
+        window=options.window,
+        duration_s=options.duration_s,
+        sent=sum(s.sent for s in stats),
+        accepted=accepted,
+        delivered=delivered,
+        accepted_per_s=sum(s.accepted_in_window for s in stats) / options.duration_s,
+        delivered_per_s=sum(s.delivered_in_window for s in stats) / options.duration_s,
+        receipts=sum(s.receipts for s in stats),
+        undelivered=max(0, accepted - delivered),
+        errors=errors_by_code,
+        latency=percentiles(latencies),
+        server_cpu_pct=cpu_percent(server_before, server_after),
+        server_rss_mib=peak / _MIB,
+        generator_cpu_pct=cpu_percent(gen_before, gen_after),
+        generator_max_lag_ms=max(s.max_lag_ns for s in stats) / 1e6,
+    )
+
+
+def run_load(
+    options: LoadOptions,
+    *,
+    progress: Progress | None = None,
+    on_phase: Callable[[PhaseResult], None] | None = None,
+    server_ready: Callable[[int], None] | None = None,
+) -> list[PhaseResult]:
+    """Run every phase of ``options`` against a fresh ``kurir serve``; return the results.
+
+    Args:
+        options: The workload.
+        progress: Called as the run advances.
+        on_phase: Called with each phase's result as soon as it is measured.
+        server_ready: Called with the server's pid once it listens (e.g. to attach a
+            profiler).
+
+    Raises:
+        RuntimeError: The server or a generator process failed.
+        RegistrationFailed: The server refused a registration.
+    """
+    raise_fd_limit()
+    results: list[PhaseResult] = []
+    with _data_dir(options.data_dir) as data_dir:
+        server = start_kurir_server(data_dir)
+        workers: _Workers | None = None
+        try:
+            devices = _register(server, options.devices, progress)
+            workers = _Workers(server, devices, options.workers, options.payload_bytes)
+            workers.wait_ready(len(devices), progress)
+            if server_ready is not None:
+                server_ready(server.pid)
+            for phase_id, rate in enumerate(options.rates, 1):
+                result = _phase(server, workers, options, phase_id, rate, progress)
+                if not server.alive():
+                    raise RuntimeError("the server exited during the run")
+                results.append(result)
+                if on_phase is not None:
+                    on_phase(result)
+        finally:
+            if workers is not None:
+                workers.stop()
+            server.stop()
+    return results
+
+
+def run_idle(
+    devices: int,
+    *,
+    workers: int = 1,
+    settle_s: float = 5.0,
+    data_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> IdleResult:
+    """Connect ``devices`` idle devices; report the server's RSS growth per device.
+
+    The baseline is taken after registration (so the accounts' own memory is not counted)
+    and after ``settle_s`` seconds; the second reading after every device received its
+    ``drained`` and another ``settle_s`` seconds.
+    """
+    raise_fd_limit()
+    with _data_dir(data_dir) as directory:
+        server = start_kurir_server(directory)
+        pool: _Workers | None = None
+        try:
+            creds = _register(server, devices, progress)
+            time.sleep(settle_s)
+            before = rss_bytes(server.pid)
+            pool = _Workers(server, creds, workers, 200)
+            pool.wait_ready(len(creds), progress)
+            time.sleep(settle_s)
+            after = rss_bytes(server.pid)
+            connected = pool.total(C_CONNECTED)
+        finally:
+            if pool is not None:
+                pool.stop()
+            server.stop()
+    return IdleResult(
+        devices=devices,
+        connected=connected,
+        rss_before_mib=before / _MIB,
+        rss_after_mib=after / _MIB,
+        bytes_per_device=(after - before) / max(connected, 1),
+        settle_s=settle_s,
+    )
