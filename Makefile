@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 HARNESS := tests/interop/harness
 
-.PHONY: demo serve test lint typecheck check clean
+.PHONY: demo serve test lint typecheck check clean services
 
 $(BIN)/kurir: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: $(BIN)/kurir $(HARNESS)/node_modules/.stamp
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# PostgreSQL and Redis on their local ports, started (or installed) if needed: .ci/services.sh
+services:
+	bash .ci/services.sh
 
 clean:
 	rm -rf $(VENV) $(HARNESS)/node_modules

@@ -195,20 +195,30 @@ def _one_direction(alice: Device, bob: Device) -> Callable[[], None]:
     return step
 
 
-def _time(step: Callable[[], object], iterations: int, *, warmup: int = 3) -> float:
-    """Mean microseconds per call of `step` (garbage collection off while timing, as timeit)."""
-    for _ in range(warmup):
-        step()
-    gc.collect()
-    gc.disable()
-    try:
-        start = time.perf_counter_ns()
-        for _ in range(iterations):
+@dataclass(frozen=True)
+class Timer:
+    """Times a step as timeit does: `repeat` rounds, garbage collection off, best round kept
+    (the least disturbed by whatever else the machine runs)."""
+
+    repeat: int
+
+    def __call__(self, step: Callable[[], object], iterations: int, *, warmup: int = 3) -> float:
+        """Microseconds per call of `step` in the best of `repeat` rounds of `iterations`."""
+        for _ in range(warmup):
             step()
-        elapsed = time.perf_counter_ns() - start
-    finally:
-        gc.enable()
-    return elapsed / iterations / 1000
+        best = float("inf")
+        for _ in range(self.repeat):
+            gc.collect()
+            gc.disable()
+            try:
+                start = time.perf_counter_ns()
+                for _ in range(iterations):
+                    step()
+                elapsed = time.perf_counter_ns() - start
+            finally:
+                gc.enable()
+            best = min(best, elapsed / iterations / 1000)
+        return best
 
 
 def _cycle(items: list[Any]) -> Iterator[Any]:
@@ -216,47 +226,49 @@ def _cycle(items: list[Any]) -> Iterator[Any]:
         yield from items
 
 
-def bench_kurir(iterations: int) -> dict[str, float]:
+def bench_kurir(iterations: int, timer: Timer) -> dict[str, float]:
     """Times kurir's operations; returns microseconds per operation by row name."""
     results: dict[str, float] = {}
     starts = max(iterations // 10, 10)
 
     bob = Device("bob", 2)
-    fresh = iter([(Device(f"alice{i}", 10 + i), bob.bundle()) for i in range(starts + 3)])
+    fresh = iter(
+        [(Device(f"alice{i}", 10 + i), bob.bundle()) for i in range(starts * timer.repeat + 3)]
+    )
 
     def session_start() -> None:
         alice, bundle = next(fresh)
         alice.start(bob, bundle)
         bob.receive(alice, alice.send(bob, PLAINTEXT))
 
-    results["session start"] = _time(session_start, starts)
+    results["session start"] = timer(session_start, starts)
     alice = Device("alice", 1)
-    bundles = iter([bob.bundle() for _ in range(starts + 3)])
+    bundles = iter([bob.bundle() for _ in range(starts * timer.repeat + 3)])
 
     def session_restart() -> None:
         alice.start(bob, next(bundles))
         bob.receive(alice, alice.send(bob, PLAINTEXT))
 
-    results["session start, same pair again"] = _time(session_restart, starts)
-    results["prekey bundle generation"] = _time(bob.bundle, starts)
+    results["session start, same pair again"] = timer(session_restart, starts)
+    results["prekey bundle generation"] = timer(bob.bundle, starts)
 
     alice, bob = _kurir_pair()
-    results["encrypt+decrypt, back-and-forth"] = _time(_back_and_forth(alice, bob), iterations)
+    results["encrypt+decrypt, back-and-forth"] = timer(_back_and_forth(alice, bob), iterations)
     alice, bob = _kurir_pair()
-    results["encrypt+decrypt, one direction"] = _time(_one_direction(alice, bob), iterations)
+    results["encrypt+decrypt, one direction"] = timer(_one_direction(alice, bob), iterations)
     alice, bob = _kurir_pair(parsed=True)
-    results["  same, records kept parsed"] = _time(_back_and_forth(alice, bob), iterations)
+    results["  same, records kept parsed"] = timer(_back_and_forth(alice, bob), iterations)
     alice, bob = _kurir_pair(parsed=True)
-    results["  same one direction, parsed"] = _time(_one_direction(alice, bob), iterations)
+    results["  same one direction, parsed"] = timer(_one_direction(alice, bob), iterations)
 
     rng = random.Random(3).randbytes
     pair = KeyPair.generate(rng)
     signature = pair.calculate_signature(PLAINTEXT, rng)
-    results["XEdDSA sign"] = _time(lambda: pair.calculate_signature(PLAINTEXT, rng), iterations)
-    results["XEdDSA verify"] = _time(
+    results["XEdDSA sign"] = timer(lambda: pair.calculate_signature(PLAINTEXT, rng), iterations)
+    results["XEdDSA verify"] = timer(
         lambda: pair.public_key.verify_signature(PLAINTEXT, signature), iterations
     )
-    results["X25519 agreement"] = _time(lambda: pair.private_key.agree(pair.public_key), iterations)
+    results["X25519 agreement"] = timer(lambda: pair.private_key.agree(pair.public_key), iterations)
 
     for kem_type, label, count in (
         (KemType.MLKEM1024, "ML-KEM-1024", iterations),
@@ -264,9 +276,9 @@ def bench_kurir(iterations: int) -> dict[str, float]:
     ):
         keys = KemKeyPair.generate(rng, kem_type)
         ciphertext = keys.public_key.encapsulate(rng)[1]
-        results[f"{label} keygen"] = _time(partial(KemKeyPair.generate, rng, kem_type), count)
-        results[f"{label} encapsulate"] = _time(partial(keys.public_key.encapsulate, rng), count)
-        results[f"{label} decapsulate"] = _time(
+        results[f"{label} keygen"] = timer(partial(KemKeyPair.generate, rng, kem_type), count)
+        results[f"{label} encapsulate"] = timer(partial(keys.public_key.encapsulate, rng), count)
+        results[f"{label} decapsulate"] = timer(
             partial(keys.secret_key.decapsulate, ciphertext), count
         )
     return results
@@ -334,16 +346,16 @@ def profile_kurir(iterations: int, console: Console, top: int) -> None:
 # --- libsignal through the harness ------------------------------------------------------------
 
 
-def bench_harness(ls: Any, iterations: int) -> dict[str, float]:
+def bench_harness(ls: Any, iterations: int, timer: Timer) -> dict[str, float]:
     """Times libsignal through the JSON-lines harness (one round trip per operation)."""
     results: dict[str, float] = {}
     starts = max(iterations // 10, 10)
-    results["harness round trip (ping)"] = _time(lambda: ls.call("ping"), iterations)
+    results["harness round trip (ping)"] = timer(lambda: ls.call("ping"), iterations)
 
     ls.reset()
     ls.create_participant("bob")
     fresh = []
-    for i in range(starts + 3):
+    for i in range(starts * timer.repeat + 3):
         ls.create_participant(f"alice{i}")
         fresh.append((f"alice{i}", ls.generate_prekeys("bob").bundle))
     pending = iter(fresh)
@@ -353,16 +365,16 @@ def bench_harness(ls: Any, iterations: int) -> dict[str, float]:
         ls.process_bundle(alice, "bob", bundle)
         ls.decrypt("bob", alice, ls.encrypt(alice, "bob", PLAINTEXT))
 
-    results["session start"] = _time(session_start, starts)
+    results["session start"] = timer(session_start, starts)
     ls.create_participant("alice")
-    bundles = iter([ls.generate_prekeys("bob").bundle for _ in range(starts + 3)])
+    bundles = iter([ls.generate_prekeys("bob").bundle for _ in range(starts * timer.repeat + 3)])
 
     def session_restart() -> None:
         ls.process_bundle("alice", "bob", next(bundles))
         ls.decrypt("bob", "alice", ls.encrypt("alice", "bob", PLAINTEXT))
 
-    results["session start, same pair again"] = _time(session_restart, starts)
-    results["prekey bundle generation"] = _time(lambda: ls.generate_prekeys("bob"), starts)
+    results["session start, same pair again"] = timer(session_restart, starts)
+    results["prekey bundle generation"] = timer(lambda: ls.generate_prekeys("bob"), starts)
 
     def fresh_pair() -> None:
         ls.reset()
@@ -380,17 +392,17 @@ def bench_harness(ls: Any, iterations: int) -> dict[str, float]:
         turn[0] += 1
         ls.decrypt(receiver, sender, ls.encrypt(sender, receiver, PLAINTEXT))
 
-    results["encrypt+decrypt, back-and-forth"] = _time(back_and_forth, iterations)
+    results["encrypt+decrypt, back-and-forth"] = timer(back_and_forth, iterations)
     fresh_pair()
-    results["encrypt+decrypt, one direction"] = _time(
+    results["encrypt+decrypt, one direction"] = timer(
         lambda: ls.decrypt("bob", "alice", ls.encrypt("alice", "bob", PLAINTEXT)), iterations
     )
     private, public = ls.private_generate()
     signature = ls.sign(private, PLAINTEXT)
-    results["XEdDSA sign"] = _time(lambda: ls.sign(private, PLAINTEXT), iterations)
-    results["XEdDSA verify"] = _time(lambda: ls.verify(public, PLAINTEXT, signature), iterations)
-    results["X25519 agreement"] = _time(lambda: ls.agree(private, public), iterations)
-    results["Kyber1024 keygen"] = _time(ls.kem_generate, iterations)
+    results["XEdDSA sign"] = timer(lambda: ls.sign(private, PLAINTEXT), iterations)
+    results["XEdDSA verify"] = timer(lambda: ls.verify(public, PLAINTEXT, signature), iterations)
+    results["X25519 agreement"] = timer(lambda: ls.agree(private, public), iterations)
+    results["Kyber1024 keygen"] = timer(ls.kem_generate, iterations)
     ls.reset()
     return results
 
@@ -401,6 +413,7 @@ NODE_SCRIPT = r"""
 import * as S from '@signalapp/libsignal-client';
 const N = Number(process.argv[1]);
 const STARTS = Math.max(Math.floor(N / 10), 10);
+const REPEAT = Number(process.argv[2]);
 const PLAINTEXT = Buffer.from(Array.from({ length: 160 }, (_, i) => i));
 const key = (a) => `${a.name()}.${a.deviceId()}`;
 
@@ -483,9 +496,13 @@ async function decrypt(to, from, m) {
 }
 async function time(step, n) {
   for (let i = 0; i < 3; i++) await step();
-  const start = process.hrtime.bigint();
-  for (let i = 0; i < n; i++) await step();
-  return Number(process.hrtime.bigint() - start) / n / 1000;
+  let best = Infinity;
+  for (let r = 0; r < REPEAT; r++) {
+    const start = process.hrtime.bigint();
+    for (let i = 0; i < n; i++) await step();
+    best = Math.min(best, Number(process.hrtime.bigint() - start) / n / 1000);
+  }
+  return best;
 }
 async function pair() {
   const a = device('alice'), b = device('bob');
@@ -499,7 +516,7 @@ const out = {};
 {
   const b = device('bob');
   const fresh = [];
-  for (let i = 0; i < STARTS + 3; i++) fresh.push([device(`alice${i}`), await bundle(b)]);
+  for (let i = 0; i < STARTS * REPEAT + 3; i++) fresh.push([device(`alice${i}`), await bundle(b)]);
   out['session start'] = await time(async () => {
     const [a, ab] = fresh.shift();
     await S.processPreKeyBundle(ab, b.address, a.sessions, a.identities);
@@ -507,7 +524,7 @@ const out = {};
   }, STARTS);
   const a = device('alice');
   const bundles = [];
-  for (let i = 0; i < STARTS + 3; i++) bundles.push(await bundle(b));
+  for (let i = 0; i < STARTS * REPEAT + 3; i++) bundles.push(await bundle(b));
   out['session start, same pair again'] = await time(async () => {
     await S.processPreKeyBundle(bundles.shift(), b.address, a.sessions, a.identities);
     await decrypt(b, a, await encrypt(a, b));
@@ -542,10 +559,10 @@ process.stdout.write(JSON.stringify(out) + '\n');
 """
 
 
-def bench_node(iterations: int) -> dict[str, float]:
+def bench_node(iterations: int, repeat: int) -> dict[str, float]:
     """Times libsignal in a loop inside one Node process (no JSON round trips)."""
     completed = subprocess.run(
-        ["node", "--input-type=module", "-e", NODE_SCRIPT, str(iterations)],
+        ["node", "--input-type=module", "-e", NODE_SCRIPT, str(iterations), str(repeat)],
         cwd=harness.HARNESS_DIR,
         capture_output=True,
         text=True,
@@ -622,6 +639,7 @@ def _ratio(kurir: float | None, other: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--iterations", type=int, default=500, help="ratchet iterations")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per row; the best is kept")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--profile", action="store_true", help="print kurir's cProfile top")
     parser.add_argument("--top", type=int, default=25, help="profile entries shown")
@@ -633,7 +651,8 @@ def main(argv: list[str] | None = None) -> int:
     iterations = max(args.iterations, 10)
 
     console.print(f"kurir: {iterations} ratchet iterations ...")
-    kurir = bench_kurir(iterations)
+    timer = Timer(max(args.repeat, 1))
+    kurir = bench_kurir(iterations, timer)
     node: dict[str, float] = {}
     through_harness: dict[str, float] = {}
     notes: list[str] = []
@@ -642,12 +661,12 @@ def main(argv: list[str] | None = None) -> int:
     if reason is None:
         console.print("libsignal in one Node process ...")
         try:
-            node = bench_node(iterations)
+            node = bench_node(iterations, timer.repeat)
         except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError) as error:
             notes.append(f"libsignal in Node not measured: {error}")
         console.print("libsignal through the JSON-lines harness ...")
         with harness.Libsignal() as ls:
-            through_harness = bench_harness(ls, iterations)
+            through_harness = bench_harness(ls, iterations, timer)
     else:
         notes.append(f"libsignal not measured: {reason}")
 
@@ -700,6 +719,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(
                 {
                     "iterations": iterations,
+                    "repeat": timer.repeat,
                     "unit": "microseconds per operation",
                     "machine": machine,
                     "libsignal": harness.LIBRARY_VERSION,

@@ -55,11 +55,12 @@ class ServerProcess:
 
 @contextlib.asynccontextmanager
 async def run_server(
-    data_dir: Path, log_path: Path, *, port: int = 0
+    data_dir: Path, log_path: Path, *, port: int = 0, database: str | None = None
 ) -> AsyncIterator[ServerProcess]:
     """Runs ``python -m kurir.cli.main serve`` with its output teed into ``log_path``.
 
     ``port`` 0 picks a free port; pass the port of an earlier run to restart "the same" server.
+    ``database`` (a ``postgresql://`` URL) stores in PostgreSQL instead of ``data_dir``.
     """
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -72,6 +73,9 @@ async def run_server(
         "127.0.0.1",
         "--port",
         str(port),
+        *(() if database is None else ("--database", database)),
+        "--default-reachability",  # the e2e tests message strangers of other apps
+        "everyone",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from e2e.harness import BUDI, RINA, MakeClient, collect, messages
+from e2e.harness import BUDI, RINA, MakeClient, collect, messages, next_event
 from kurir.client.content import Text
 from kurir.client.errors import IdentityChangedError
+from kurir.client.events import IdentityChangedEvent, MessageEvent
 from kurir.client.store import ClientStore, Contact
 
 
@@ -53,3 +54,23 @@ async def test_a_reregistered_recipient_needs_its_new_identity_accepted(
     got = await messages(new_rina, 1)
     assert got[0].body == Text("masih di sana?")
     assert await new_rina.safety_number(BUDI) == await budi.safety_number(RINA)
+
+
+async def test_a_message_from_a_changed_identity_is_announced(make_client: MakeClient) -> None:
+    budi = await make_client(BUDI)
+    rina = await make_client(RINA)
+    await rina.send_text(BUDI, "halo")
+    await collect(budi, messages=1)
+    old_number = await budi.safety_number(RINA)
+    await rina.close()
+
+    new_rina = await make_client(RINA, profile="rina-new-phone")
+    await new_rina.send_text(BUDI, "nomor baru")
+    changed, message = await next_event(budi), await next_event(budi)
+    assert isinstance(changed, IdentityChangedEvent)
+    assert (changed.peer, changed.peer_account) == (RINA, (await budi.lookup(RINA)).account_id)
+    assert isinstance(message, MessageEvent)
+    assert message.body == Text("nomor baru")
+    new_number = await budi.safety_number(RINA)
+    assert new_number != old_number
+    assert new_number == await new_rina.safety_number(BUDI)

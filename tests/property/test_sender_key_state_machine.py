@@ -327,11 +327,18 @@ class SenderKeyMachine(RuleBasedStateMachine):
     def drop(self, index: int) -> None:
         self.pool.pop(index % len(self.pool))
 
-    @precondition(lambda self: self.delivered)
+    @precondition(lambda self: any(isinstance(item, GroupMessage) for _, item in self.delivered))
     @rule(index=st.integers(0, 1000))
     def duplicate(self, index: int) -> None:
-        """Delivers an already delivered item again."""
-        self._deliver(self.delivered[index % len(self.delivered)])
+        """Delivers an already delivered group message again (a replay or a redelivery).
+
+        Distribution messages are not replayed: they travel inside 1:1 sessions, which refuse
+        duplicates. (Replaying one would be harmful: a receiver that has evicted the chain would
+        install it again from the old iteration and accept its messages a second time, in
+        libsignal as in kurir.)
+        """
+        replays = [(r, item) for r, item in self.delivered if isinstance(item, GroupMessage)]
+        self._deliver(replays[index % len(replays)])
 
     @rule(r=st.integers(0, 2))
     def snapshot(self, r: int) -> None:

@@ -1,4 +1,4 @@
-"""kurir.bench: the load generator behind ``kurir bench`` (docs/performance.md, "Server throughput").
+"""kurir.bench: the load generator behind ``kurir bench`` (docs/performance.md).
 
 It drives a real ``kurir serve`` process over real sockets: devices registered over HTTP, one
 WebSocket each, opaque payloads of realistic ciphertext size, and reports accepted and delivered

@@ -56,10 +56,12 @@ __all__ = [
     "LoadOptions",
     "PhaseResult",
     "Progress",
+    "WorkerPool",
     "machine_info",
     "percentiles",
     "run_idle",
     "run_load",
+    "run_phase",
 ]
 
 _MIB: Final = 1024 * 1024
@@ -144,6 +146,8 @@ class LoadOptions:
         payload_bytes: Message body size (opaque, like a ciphertext).
         drain_s: Longest wait after a phase for outstanding deliveries.
         data_dir: The server's data directory; ``None``: a fresh temporary one.
+        server_variants: Experimental server changes to measure
+            (:mod:`kurir.bench.variant_server`); empty: ``kurir serve`` as it is.
     """
 
     devices: int = 100
@@ -155,6 +159,7 @@ class LoadOptions:
     payload_bytes: int = 200
     drain_s: float = 10.0
     data_dir: Path | None = None
+    server_variants: tuple[str, ...] = ()
 
 
 def percentiles(latencies_ns: Sequence[int]) -> LatencySummary | None:
@@ -207,35 +212,42 @@ def _data_dir(given: Path | None) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-class _Workers:
-    """The generator processes and their pipes and shared counters."""
+def _raw_workers(
+    server: ServerProcess, devices: list[DeviceCredentials], count: int, payload_bytes: int
+) -> WorkerPool:
+    targets = tuple((str(d.account_id), d.registration_id) for d in devices)
+    count = max(1, min(count, len(devices)))
+    configs = [
+        WorkerConfig(
+            worker_id=w,
+            host=server.host,
+            port=server.port,
+            devices=tuple(devices[w::count]),
+            targets=targets,
+            payload_bytes=payload_bytes,
+        )
+        for w in range(count)
+    ]
+    return WorkerPool(worker_main, configs)
 
-    def __init__(
-        self,
-        server: ServerProcess,
-        devices: list[DeviceCredentials],
-        count: int,
-        payload_bytes: int,
-    ) -> None:
+
+class WorkerPool:
+    """Generator processes, their pipes and shared counters.
+
+    Each process runs ``target(config, pipe, counters)`` for one of ``configs`` and speaks the
+    command protocol of :mod:`kurir.bench.worker` (``phase``, ``collect``, ``stop``).
+    """
+
+    def __init__(self, target: Callable[..., None], configs: Sequence[object]) -> None:
         ctx = multiprocessing.get_context("spawn")
-        targets = tuple((str(d.account_id), d.registration_id) for d in devices)
         self.conns: list[Connection] = []
         self.counters: list[Any] = []
         self.processes: list[multiprocessing.process.BaseProcess] = []
-        count = max(1, min(count, len(devices)))
-        for w in range(count):
+        for w, config in enumerate(configs):
             parent, child = ctx.Pipe()
             counters = ctx.Array("q", COUNTERS, lock=False)
-            config = WorkerConfig(
-                worker_id=w,
-                host=server.host,
-                port=server.port,
-                devices=tuple(devices[w::count]),
-                targets=targets,
-                payload_bytes=payload_bytes,
-            )
             process = ctx.Process(
-                target=worker_main, args=(config, child, counters), name=f"kurir-bench-{w}"
+                target=target, args=(config, child, counters), name=f"kurir-bench-{w}"
             )
             process.start()
             child.close()
@@ -289,6 +301,8 @@ class _Workers:
             if process.is_alive():
                 process.kill()
                 process.join()
+        for conn in self.conns:
+            conn.close()
 
 
 def _register(server: ServerProcess, count: int, progress: Progress | None) -> list[Any]:
@@ -303,13 +317,15 @@ def _register(server: ServerProcess, count: int, progress: Progress | None) -> l
     return asyncio.run(register_devices(server.base_url, count, progress=step))
 
 
-def _phase(
+def run_phase(
     server: ServerProcess,
-    workers: _Workers,
+    workers: WorkerPool,
     options: LoadOptions,
     phase_id: int,
     rate: float | None,
     progress: Progress | None,
+    *,
+    label_server: str = "kurir",
 ) -> PhaseResult:
     share = None if rate is None else rate / len(workers.conns)
     spec = PhaseSpec(
@@ -359,7 +375,7 @@ def _phase(
     accepted = sum(s.accepted for s in stats)
     delivered = sum(s.delivered for s in stats)
     return PhaseResult(
-        server="kurir",
+        server=label_server,
         devices=workers.total(C_CONNECTED),
         target_rate=rate,
         window=options.window,
@@ -403,16 +419,16 @@ def run_load(
     raise_fd_limit()
     results: list[PhaseResult] = []
     with _data_dir(options.data_dir) as data_dir:
-        server = start_kurir_server(data_dir)
-        workers: _Workers | None = None
+        server = start_kurir_server(data_dir, variants=options.server_variants)
+        workers: WorkerPool | None = None
         try:
             devices = _register(server, options.devices, progress)
-            workers = _Workers(server, devices, options.workers, options.payload_bytes)
+            workers = _raw_workers(server, devices, options.workers, options.payload_bytes)
             workers.wait_ready(len(devices), progress)
             if server_ready is not None:
                 server_ready(server.pid)
             for phase_id, rate in enumerate(options.rates, 1):
-                result = _phase(server, workers, options, phase_id, rate, progress)
+                result = run_phase(server, workers, options, phase_id, rate, progress)
                 if not server.alive():
                     raise RuntimeError("the server exited during the run")
                 results.append(result)
@@ -442,12 +458,12 @@ def run_idle(
     raise_fd_limit()
     with _data_dir(data_dir) as directory:
         server = start_kurir_server(directory)
-        pool: _Workers | None = None
+        pool: WorkerPool | None = None
         try:
             creds = _register(server, devices, progress)
             time.sleep(settle_s)
             before = rss_bytes(server.pid)
-            pool = _Workers(server, creds, workers, 200)
+            pool = _raw_workers(server, creds, workers, 200)
             pool.wait_ready(len(creds), progress)
             time.sleep(settle_s)
             after = rss_bytes(server.pid)

@@ -48,10 +48,10 @@ def plot_results(path: Path, results: Sequence[PhaseResult], *, title: str) -> N
     Raises:
         ModuleNotFoundError: matplotlib is not installed (see :data:`INSTALL_HINT`).
     """
-    import matplotlib  # noqa: PLC0415 - optional dependency
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     servers = list(dict.fromkeys(r.server for r in results))
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
@@ -64,10 +64,20 @@ def plot_results(path: Path, results: Sequence[PhaseResult], *, title: str) -> N
             continue
         colour = f"C{index}"
         xs = [r.delivered_per_s for r in rows]
-        ax.plot(xs, [r.latency.p50_ms for r in rows if r.latency], "o-", color=colour,
-                label=f"{server} p50")
-        ax.plot(xs, [r.latency.p99_ms for r in rows if r.latency], "s--", color=colour,
-                label=f"{server} p99")
+        ax.plot(
+            xs,
+            [r.latency.p50_ms for r in rows if r.latency],
+            "o-",
+            color=colour,
+            label=f"{server} p50",
+        )
+        ax.plot(
+            xs,
+            [r.latency.p99_ms for r in rows if r.latency],
+            "s--",
+            color=colour,
+            label=f"{server} p99",
+        )
     ax.set_xscale("symlog", linthresh=10)
     ax.set_yscale("log")
     ax.set_xlabel("delivered messages per second")

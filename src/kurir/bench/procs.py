@@ -8,6 +8,7 @@ process's CPU time (``/proc/<pid>/stat`` utime + stime, proc(5)) and resident me
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
@@ -82,10 +83,8 @@ def cpu_total(pids: list[int]) -> CpuSample:
     """CPU seconds of ``pids`` together, now (processes already gone count as 0)."""
     total = 0.0
     for pid in pids:
-        try:
+        with contextlib.suppress(OSError):  # gone: counts as 0
             total += cpu_seconds(pid)
-        except OSError:
-            pass
     return CpuSample(time.monotonic(), total)
 
 
@@ -140,23 +139,33 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        self._drain.join(10)
+        if self._process.stdout is not None:
+            self._process.stdout.close()
 
 
-def start_kurir_server(data_dir: Path, *, port: int = 0, timeout_s: float = 60.0) -> ServerProcess:
+def start_kurir_server(
+    data_dir: Path, *, port: int = 0, timeout_s: float = 60.0, variants: tuple[str, ...] = ()
+) -> ServerProcess:
     """Start ``python -m kurir.cli.main serve --data-dir DATA_DIR --port PORT`` on 127.0.0.1.
 
     This is exactly ``kurir serve`` (same interpreter, same code); its soft file-descriptor
-    limit is raised to the hard limit so it can hold the idle run's sockets.
+    limit is raised to the hard limit so it can hold the idle run's sockets. With
+    ``variants``, :mod:`kurir.bench.variant_server` runs instead: the same server with the
+    named experimental changes, to measure a recommended change before it is made.
 
     Raises:
         RuntimeError: It exited or did not announce its port within ``timeout_s``.
     """
+    if variants:
+        program = ["kurir.bench.variant_server", *(f"--variant={v}" for v in variants)]
+    else:
+        program = ["kurir.cli.main", "serve"]
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [
             sys.executable,
             "-m",
-            "kurir.cli.main",
-            "serve",
+            *program,
             "--data-dir",
             str(data_dir),
             "--host",
@@ -167,7 +176,7 @@ def start_kurir_server(data_dir: Path, *, port: int = 0, timeout_s: float = 60.0
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        preexec_fn=_raise_child_fd_limit,  # noqa: PLW1509 - no threads started yet here
+        preexec_fn=_raise_child_fd_limit,
     )
     deadline = time.monotonic() + timeout_s
     out = process.stdout

@@ -51,6 +51,20 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="write results as JSON")
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot")
     parser.add_argument("--no-plot", action="store_true", help="never plot")
+    parser.add_argument(
+        "--server-variant",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run the server with an experimental change (kurir.bench.variant_server: uvloop)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="record the server with py-spy during the phases (collapsed stacks) and summarise",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--idle", action="store_true", help="memory per idle connected device")
     mode.add_argument("--sdk", action="store_true", help="devices are real SDK clients")
@@ -82,8 +96,18 @@ def _table(results: list[PhaseResult]) -> Any:
 
     table = Table(title="kurir bench")
     for name in (
-        "server", "offered", "accepted/s", "delivered/s", "p50 ms", "p99 ms", "p99.9 ms",
-        "max ms", "errors", "server CPU %", "server RSS MiB", "generator CPU %",
+        "server",
+        "offered",
+        "accepted/s",
+        "delivered/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "errors",
+        "server CPU %",
+        "server RSS MiB",
+        "generator CPU %",
     ):
         table.add_column(name, justify="right")
     for r in results:
@@ -109,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark; return the exit status (1 if any error was counted)."""
     from kurir.bench.load import LoadOptions, machine_info, run_idle, run_load
     from kurir.bench.plot import INSTALL_HINT, have_plotting, plot_results, write_json
+    from kurir.bench.profile import ServerProfiler, format_summary, summarise
 
     if args.plot is not None and not args.no_plot and not have_plotting():
         print(f"kurir bench: {INSTALL_HINT}", file=sys.stderr)
@@ -127,8 +152,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with bar:
         if args.idle:
-            idle = run_idle(args.devices, workers=args.workers, data_dir=args.data_dir,
-                            progress=progress)
+            idle = run_idle(
+                args.devices, workers=args.workers, data_dir=args.data_dir, progress=progress
+            )
             document["idle"] = idle
         elif args.sdk:
             from kurir.bench.sdk import run_sdk
@@ -152,15 +178,22 @@ def run(args: argparse.Namespace) -> int:
                 window=args.window,
                 payload_bytes=args.payload,
                 data_dir=args.data_dir,
+                server_variants=tuple(args.server_variant),
             )
+            profiler = None if args.profile is None else ServerProfiler(args.profile)
             results = run_load(
-                options, progress=progress,
+                options,
+                progress=progress,
+                server_ready=None if profiler is None else profiler.start,
                 on_phase=lambda r: console.log(
                     f"phase {'max' if r.target_rate is None else r.target_rate}: "
                     f"{r.delivered_per_s:,.0f} delivered/s"
                 ),
             )
             document["phases"] = results
+            if profiler is not None:
+                profiler.stop()
+                document["profile"] = summarise(args.profile)
     document["elapsed_s"] = round(time.monotonic() - started, 1)
     failed = False
     if "idle" in document:
@@ -178,6 +211,8 @@ def run(args: argparse.Namespace) -> int:
         if args.plot is not None and not args.no_plot:
             plot_results(args.plot, phases, title="kurir: throughput against latency")
             console.print(f"plot: {args.plot}")
+    if "profile" in document:
+        console.print(format_summary(document["profile"]))
     if args.json is not None:
         write_json(args.json, document)
         console.print(f"results: {args.json}")

@@ -13,6 +13,7 @@ Commands::
     kurir client --profile DIR safety-number ADDRESS
     kurir client --profile DIR lookup ADDRESS
     kurir client --profile DIR trust ADDRESS
+    kurir client --profile DIR group create|add|remove|promote|leave|send|list ...  (cli/group.py)
 """
 
 from __future__ import annotations
@@ -31,8 +32,19 @@ from typing import Any, Final
 from rich.console import Console
 from rich.markup import escape
 
+from kurir.cli import group
 from kurir.client.client import DEV_CODE, Client
-from kurir.client.content import Body, Delete, Edit, Reaction, Receipt, SentTranscript, Text, Typing
+from kurir.client.content import (
+    Body,
+    Delete,
+    Edit,
+    GroupMessage,
+    Reaction,
+    Receipt,
+    SentTranscript,
+    Text,
+    Typing,
+)
 from kurir.client.errors import (
     ClientError,
     IdentityChangedError,
@@ -43,6 +55,7 @@ from kurir.client.events import (
     DeliveryEvent,
     Event,
     ExpiredEvent,
+    IdentityChangedEvent,
     MessageEvent,
     UndecryptableEvent,
     UnreadableEvent,
@@ -105,6 +118,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     )
     trust.add_argument("address", metavar="ADDRESS")
 
+    group.add_parser(commands)
+
 
 def run(args: argparse.Namespace) -> int:
     """Runs one ``kurir client`` command; returns the exit status."""
@@ -115,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         out.error(str(exc))
         return 2
     except IdentityChangedError as exc:
-        out.error(f"{exc} (kurir client --profile DIR trust {exc.address})")
+        out.error(f"{exc} (kurir client --profile {args.profile} trust {exc.address})")
         return 1
     except ClientError as exc:
         out.error(str(exc))
@@ -247,6 +262,7 @@ _COMMANDS: Final[dict[str, Callable[[Client, argparse.Namespace, Output], Awaita
     "safety-number": _safety_number,
     "lookup": _lookup,
     "trust": _trust,
+    "group": group.run,
 }
 
 
@@ -269,6 +285,10 @@ def _time(ms: int) -> str:
 
 
 def _describe(body: Body) -> str:
+    inner = body.message if isinstance(body, GroupMessage) else body
+    in_group = group.describe(body, "" if inner is body else _describe(inner))
+    if in_group is not None:
+        return in_group
     match body:
         case Text(text=text, reply_to=None):
             return text
@@ -321,6 +341,13 @@ def _print_event(out: Output, event: Event) -> None:
                 sender=event.sender,
                 message_id=event.message_id.hex(),
                 reason=event.reason,
+            )
+        case IdentityChangedEvent():
+            out.result(
+                f"[yellow]the safety number with {escape(event.peer)} changed: compare it again"
+                " (safety-number)[/]",
+                event="identity_changed",
+                peer=event.peer,
             )
         case ExpiredEvent():
             out.result(

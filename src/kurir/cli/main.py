@@ -21,6 +21,7 @@ SUBCOMMANDS: Final[list[tuple[str, str]]] = [
     ("serve", "kurir.cli.serve"),
     ("client", "kurir.cli.client"),
     ("demo", "kurir.cli.demo"),
+    ("migrate", "kurir.cli.migrate"),
     ("bench", "kurir.cli.bench"),
 ]
 """(name, module) of every subcommand, in help order."""

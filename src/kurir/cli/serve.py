@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -37,6 +38,29 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         "--port", type=int, default=8080, help="TCP port, 0 = any free (default: 8080)"
     )
     parser.add_argument("--apps", type=Path, default=None, help="app catalogue TOML file")
+    parser.add_argument(
+        "--database",
+        default=os.environ.get("KURIR_DATABASE") or None,
+        metavar="URL",
+        help="postgresql://... to store everything in PostgreSQL instead of SQLite in"
+        " --data-dir (default: $KURIR_DATABASE; put the password in PGPASSWORD, not the URL)",
+    )
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get("KURIR_REDIS") or None,
+        metavar="URL",
+        help="redis://host:6379 to run as one of several nodes sharing --database"
+        " (default: $KURIR_REDIS; none: single node)",
+    )
+    parser.add_argument(
+        "--node-id", default=None, help="this node's id among nodes sharing Redis (default: random)"
+    )
+    parser.add_argument(
+        "--default-reachability",
+        choices=("everyone", "contacts", "nobody"),
+        default=os.environ.get("KURIR_DEFAULT_REACHABILITY") or "contacts",
+        help="who from other apps may reach an account that never chose (default: contacts)",
+    )
 
 
 def _setup_logging() -> None:
@@ -71,15 +95,30 @@ def run(args: argparse.Namespace) -> int:
     """Run the server until interrupted; return the exit status."""
     from kurir.server.app import DB_FILE
     from kurir.server.config import ConfigError, ServerConfig, load_apps
-    from kurir.server.storage.errors import SchemaTooNew
+    from kurir.server.storage.errors import SchemaTooNew, StorageError
     from kurir.server.storage.sqlite_db import check_schema
 
     _setup_logging()
     try:
         apps = load_apps(args.apps)
-        config = ServerConfig(apps=apps, data_dir=args.data_dir, host=args.host, port=args.port)
-        check_schema(args.data_dir / DB_FILE)
-    except (ConfigError, OSError, SchemaTooNew) as exc:
+        config = ServerConfig(
+            apps=apps,
+            data_dir=args.data_dir,
+            host=args.host,
+            port=args.port,
+            database=args.database,
+            redis=args.redis,
+            node_id=args.node_id,
+            metrics_token=os.environ.get("KURIR_METRICS_TOKEN") or None,
+            default_reachability=args.default_reachability,
+        )
+        if args.database is None:
+            check_schema(args.data_dir / DB_FILE)
+        else:  # refuse early, before listening, a schema newer than this kurir
+            from kurir.server.storage.postgres_db import inspect_database
+
+            asyncio.run(inspect_database(args.database))
+    except (ConfigError, OSError, SchemaTooNew, StorageError) as exc:
         print(f"kurir serve: {exc}", file=sys.stderr)
         return 2
     try:

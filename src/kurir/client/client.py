@@ -57,6 +57,8 @@ from kurir.client.errors import (
     UsageError,
 )
 from kurir.client.events import Event, MessageId, event_from_inbox
+from kurir.client.group_store import GroupReceiver
+from kurir.client.groups import Groups
 from kurir.client.incoming import EnvelopeTap, Incoming
 from kurir.client.keystore import SqliteProtocolStore
 from kurir.client.outgoing import Outgoing
@@ -323,6 +325,7 @@ class Client:
             tap=self._tap,
             on_undecryptable=self._ask_for_resend,
             on_retry_request=self._answer_retry_request,
+            groups=GroupReceiver(self._store),
         )
         self._outgoing = Outgoing(
             self._store,
@@ -415,6 +418,20 @@ class Client:
     def channel(self) -> MessageChannel | None:
         """The open message channel, if connected (tests use it to drop the connection)."""
         return self._channel
+
+    @property
+    def groups(self) -> Groups:
+        """Group operations (`kurir.client.groups`): create, add, remove, leave, send, ..."""
+        self._require_account()
+        return Groups(
+            self._store,
+            self._http,
+            self._directory,
+            lambda: self._outgoing,
+            lambda: self._channel,
+            now_ms=self._now_ms,
+            rng=self._rng,
+        )
 
     # --- people ------------------------------------------------------------------------------
 

@@ -24,7 +24,10 @@ A resent message (after the recipient could not decrypt it, see `kurir.client.re
 
 Kinds: `Text` (a reply is a `Text` with ``reply_to``), `Reaction`, `Edit`, `Delete`,
 `Receipt` (delivered / read), `Typing`, and `SentTranscript` (what this account sent from
-another of its devices, so that every own device shows the conversation).
+another of its devices, so that every own device shows the conversation). Groups (issue 6,
+`kurir.client.groups`) add `SenderKeyDistribution` (a member device's sender key, sent inside
+a 1:1 session), `GroupMessage` (a text, reaction, edit or delete in a group, encrypted once with
+the sender key) and `GroupChange` (an encrypted announcement of a membership change).
 """
 
 from __future__ import annotations
@@ -43,10 +46,14 @@ __all__ = [
     "Content",
     "Delete",
     "Edit",
+    "GroupAction",
+    "GroupChange",
+    "GroupMessage",
     "MessageRef",
     "Reaction",
     "Receipt",
     "ReceiptKind",
+    "SenderKeyDistribution",
     "SentTranscript",
     "Text",
     "Typing",
@@ -169,7 +176,70 @@ class SentTranscript(msgspec.Struct, frozen=True, tag_field="kind", tag="sent"):
     message: Text | Reaction | Edit | Delete
 
 
-Body = Text | Reaction | Edit | Delete | Receipt | Typing | SentTranscript
+class SenderKeyDistribution(msgspec.Struct, frozen=True, tag_field="kind", tag="sender_key"):
+    """A member device's sender key for a group (sent only inside a 1:1 session).
+
+    Attributes:
+        group_id: the group (UUID text); also the sender key's distribution id.
+        distribution: a serialized libsignal ``SenderKeyDistributionMessage``.
+    """
+
+    group_id: str
+    distribution: bytes
+
+
+class GroupMessage(msgspec.Struct, frozen=True, tag_field="kind", tag="group"):
+    """A message in a group, encrypted once with the sender's sender key.
+
+    Attributes:
+        group_id: the group (UUID text).
+        message: what was said.
+    """
+
+    group_id: str
+    message: Text | Reaction | Edit | Delete
+
+
+class GroupAction(StrEnum):
+    """What changed in a group."""
+
+    CREATED = "created"
+    ADDED = "added"
+    REMOVED = "removed"
+    LEFT = "left"
+    PROMOTED = "promoted"
+
+
+class GroupChange(msgspec.Struct, frozen=True, tag_field="kind", tag="group_change"):
+    """An announcement, encrypted like any group message, of a change to the group.
+
+    Attributes:
+        group_id: the group (UUID text).
+        action: what changed.
+        name: the group's name after the change.
+        targets: the account ids (UUID text) the change is about (added, removed, promoted).
+        revision: the server's revision of the group after the change.
+    """
+
+    group_id: str
+    action: GroupAction
+    name: str
+    targets: list[str]
+    revision: int
+
+
+Body = (
+    Text
+    | Reaction
+    | Edit
+    | Delete
+    | Receipt
+    | Typing
+    | SentTranscript
+    | SenderKeyDistribution
+    | GroupMessage
+    | GroupChange
+)
 """Every content kind this version knows."""
 
 
@@ -255,7 +325,7 @@ def _texts(body: Body) -> list[str]:
     match body:
         case Text(text=text) | Edit(text=text):
             return [text]
-        case SentTranscript(message=inner):
+        case SentTranscript(message=inner) | GroupMessage(message=inner):
             return _texts(inner)
         case _:
             return []

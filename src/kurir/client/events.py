@@ -1,7 +1,7 @@
 """What the `Client` hands to the application: typed incoming events.
 
 Owns: the event types (`MessageEvent`, `DeliveryEvent`, `UndecryptableEvent`,
-`UnreadableEvent`, `ExpiredEvent`) and their
+`UnreadableEvent`, `ExpiredEvent`, `IdentityChangedEvent`) and their
 construction from stored inbox items. Knows nothing of sockets or ciphers: every event here
 was already decrypted and durably stored before its envelope was acknowledged.
 """
@@ -21,6 +21,7 @@ __all__ = [
     "Event",
     "EventId",
     "ExpiredEvent",
+    "IdentityChangedEvent",
     "MessageEvent",
     "MessageId",
     "UndecryptableEvent",
@@ -133,7 +134,30 @@ class ExpiredEvent:
     count: int
 
 
-Event = MessageEvent | DeliveryEvent | UndecryptableEvent | UnreadableEvent | ExpiredEvent
+@dataclass(frozen=True, slots=True)
+class IdentityChangedEvent:
+    """A peer's identity key changed (re-registration, a new phone, or an attack): the safety
+    number with it is different now. Show it to the user and ask them to compare it again.
+
+    Attributes:
+        id: the local event id.
+        peer: the peer's address as the server vouched for it, or its account id as text.
+        peer_account: the peer's account id.
+    """
+
+    id: EventId
+    peer: str
+    peer_account: UUID
+
+
+Event = (
+    MessageEvent
+    | DeliveryEvent
+    | UndecryptableEvent
+    | UnreadableEvent
+    | ExpiredEvent
+    | IdentityChangedEvent
+)
 """Everything `Client.events` yields."""
 
 
@@ -142,6 +166,8 @@ def event_from_inbox(item: InboxItem) -> Event:
     sender = item.source_address or str(item.source)
     event_id = EventId(item.id)
     message_id = MessageId(item.message_id)
+    if item.kind == InboxKind.IDENTITY_CHANGED:
+        return IdentityChangedEvent(event_id, sender, item.source)
     if item.kind == InboxKind.EXPIRED:
         count = int((item.content or b"0").decode("ascii", "replace") or 0)
         return ExpiredEvent(event_id, count)

@@ -12,10 +12,11 @@ An envelope that cannot be decrypted is stored as an "undecryptable" event and a
 (it would fail again on every redelivery), and the sender is asked to resend it
 (`kurir.client.retry`). A resent message is stored under the id it was first sent with, so it
 reaches the application once. Envelopes the server reports as expired unread (in ``drained``)
-become one `ExpiredEvent`, so that a loss is never silent. Server receipts (type 5) are stored
-as delivery events; retry
-requests (type 8) are passed on once. Envelope types this client does not handle yet (sealed
-sender, sender keys) are acknowledged and dropped with a log line.
+become one `ExpiredEvent`, so that a loss is never silent. A message that replaced a peer's
+trusted identity key is preceded by an `IdentityChangedEvent` (the safety number changed).
+Server receipts (type 5) are stored as delivery events; retry requests (type 8) are passed on
+once. Envelope types this client does not handle yet (sealed sender, sender keys) are
+acknowledged and dropped with a log line.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from uuid import UUID
 from kurir.client import cipher
 from kurir.client.content import decode_content
 from kurir.client.errors import PeerContentError
+from kurir.client.group_store import GroupReceiver
 from kurir.client.keystore import SqliteProtocolStore
 from kurir.client.retry import RetryRequest, decode_retry_request, retry_request_for
 from kurir.client.store import ClientStore, InboxKind
@@ -75,7 +77,9 @@ class Incoming:
         tap: EnvelopeTap | None = None,
         on_undecryptable: OnUndecryptable | None = None,
         on_retry_request: OnRetryRequest | None = None,
+        groups: GroupReceiver | None = None,
     ) -> None:
+        self._groups = groups
         self._tap = tap
         self._on_undecryptable = on_undecryptable
         self._on_retry_request = on_retry_request
@@ -118,11 +122,14 @@ class Incoming:
         if envelope.type == EnvelopeType.PLAINTEXT_CONTENT:
             self._retry_request(envelope, source, device)
             return False
+        if envelope.type == EnvelopeType.SENDER_KEY and self._groups is not None:
+            return self._groups.store_group_message(envelope, source, device)
         if envelope.type not in (EnvelopeType.CIPHERTEXT, EnvelopeType.PREKEY_BUNDLE):
             _log.warning("dropping an envelope of unsupported type %d", envelope.type)
             return False
         if self._store.seen(InboxKind.MESSAGE, source, device, envelope.message_id):
             return False
+        self._protocol.changed_identities.clear()
         try:
             with self._store.transaction():
                 plaintext = cipher.decrypt(
@@ -135,6 +142,11 @@ class Incoming:
                 )
                 if envelope.type == EnvelopeType.PREKEY_BUNDLE:
                     self.prekey_messages += 1
+                self._report_changed_identities(envelope, device)
+                if self._groups is not None and self._groups.absorb(plaintext, source, device):
+                    # a group's sender key: kept by the group store, not the application's
+                    self._store.mark_seen(InboxKind.MESSAGE, source, device, envelope.message_id)
+                    return False
                 # A resend shows under its first id; the session update commits either way.
                 message_id = _resend_of(plaintext) or envelope.message_id
                 return self._add(
@@ -157,6 +169,21 @@ class Incoming:
                 )
                 self._on_undecryptable(source, device, request)
             return stored
+
+    def _report_changed_identities(self, envelope: Envelope, device: int) -> None:
+        # Decrypting replaced a trusted identity key: the safety number changed.
+        for name in self._protocol.changed_identities:
+            self._store.add_to_inbox(
+                kind=InboxKind.IDENTITY_CHANGED,
+                source=UUID(name),
+                source_device=device,
+                source_address=envelope.source_address,
+                message_id=secrets.token_bytes(MESSAGE_ID_BYTES),
+                timestamp=envelope.timestamp,
+                server_timestamp=envelope.server_timestamp,
+                content=None,
+            )
+        self._protocol.changed_identities.clear()
 
     def _store_expired(self, count: int) -> None:
         # The server reports each expiry once; the application hears of it once too.

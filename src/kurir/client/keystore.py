@@ -9,7 +9,8 @@ not at all.
 
 Trust (as Signal's apps): identities are keyed by account (the ProtocolAddress name), trusted on
 first use. When receiving, a changed identity is accepted (the session cipher records it with
-`save_identity` and the safety number changes). When sending, a changed identity is refused
+`save_identity`, the safety number changes, and the receive path tells the application with an
+`IdentityChangedEvent`). When sending, a changed identity is refused
 until the application accepts it (`Client.accept_identity`), so nothing is encrypted to a new
 key the user has not been told about.
 """
@@ -55,6 +56,8 @@ class SqliteProtocolStore:
             PrivateKey.deserialize(account.identity_private),
         )
         self._registration_id = account.registration_id
+        self.changed_identities: list[str] = []
+        """Names whose trusted identity key was replaced (the receive path reports them)."""
 
     # --- IdentityKeyStore ------------------------------------------------------------------
 
@@ -65,7 +68,10 @@ class SqliteProtocolStore:
         return self._registration_id
 
     def save_identity(self, address: ProtocolAddress, identity_key: PublicKey) -> bool:
-        return self._store.put_identity(address.name, identity_key.serialize())
+        changed = self._store.put_identity(address.name, identity_key.serialize())
+        if changed:
+            self.changed_identities.append(address.name)
+        return changed
 
     def is_trusted_identity(
         self, address: ProtocolAddress, identity_key: PublicKey, direction: Direction

@@ -208,6 +208,7 @@ class InboxKind:
     UNDECRYPTABLE = "undecryptable"
     RETRY_REQUEST = "retry_request"
     EXPIRED = "expired"
+    IDENTITY_CHANGED = "identity_changed"
     CONTROL = "control"
     """Ids of our own control sends (retry requests, resends): their receipts are not shown."""
 
@@ -309,6 +310,12 @@ class ClientStore:
     def close(self) -> None:
         """Closes the database."""
         self._db.close()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open database, for modules that own tables of their own in this file (e.g.
+        `kurir.client.group_store`); use it inside `transaction` like every method here."""
+        return self._db
 
     def _setup(self) -> None:
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -36,6 +36,7 @@ from kurir.wire.frames import (
     Drained,
     Envelope,
     ErrorFrame,
+    GroupSend,
     Result,
     Send,
     decode_server_frame,
@@ -347,6 +348,45 @@ class MessageChannel:
                 continue  # idempotent on message_id: resend on the next connection
             finally:
                 self._pending.pop(request_id, None)
+
+    async def send_group(
+        self, group_id: UUID, message_id: bytes, timestamp: int, body: bytes
+    ) -> None:
+        """Sends one Sender Key ciphertext to a group (``group_send``); the server fans it out
+        to every other member device. Retried on a new connection like `send`.
+
+        Raises:
+            SendFailedError: the server refused (``not_a_member``, ``mailbox_full``, ...).
+            TransportError: as `send`.
+        """
+        try:
+            async with asyncio.timeout(self._send_deadline):
+                while True:
+                    connection = await self._wait_connected()
+                    request_id = next(self._ids)
+                    future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+                    self._pending[request_id] = future
+                    frame = GroupSend(
+                        id=request_id,
+                        group_id=group_id,
+                        message_id=message_id,
+                        timestamp=timestamp,
+                        body=body,
+                    )
+                    try:
+                        await connection.send(encode_frame(frame))
+                        result = await asyncio.wait_for(future, self._timeout)
+                        break
+                    except (ConnectionClosed, TimeoutError, _ConnectionLostError):
+                        continue  # idempotent on message_id
+                    finally:
+                        self._pending.pop(request_id, None)
+        except TimeoutError:
+            raise TransportError(
+                "the server did not confirm the message in time; it may or may not be queued"
+            ) from None
+        if not result.ok:
+            raise SendFailedError(result)
 
     async def ack(self, seqs: list[int]) -> None:
         """Acknowledges envelopes: the server deletes them and sends delivery receipts.

@@ -21,15 +21,22 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from kurir.server.config import ServerConfig
-from kurir.server.connections import ConnectionRegistry
 from kurir.server.context import Services
+from kurir.server.groups_http import group_routes
 from kurir.server.http import http_exception_handler, routes
+from kurir.server.metadata_app import build_metadata, push_provider_for
+from kurir.server.metadata_http import metadata_routes
+from kurir.server.metrics import MeteredMessageService, Metrics, metrics_endpoint
 from kurir.server.openapi import openapi_document
 from kurir.server.ratelimit import RateLimiter
+from kurir.server.routing import open_router, router_healthy
 from kurir.server.services.accounts import AccountService
+from kurir.server.services.groups import GroupService
 from kurir.server.services.keys import KeyService
 from kurir.server.services.messages import MessageService
+from kurir.server.services.policy import GroupAddPolicy
 from kurir.server.storage.memory import MemoryEngine
+from kurir.server.storage.metadata_records import Reachability
 from kurir.server.storage.protocols import StorageEngine
 from kurir.server.storage.sqlite import SqliteEngine
 from kurir.server.types import Clock, Rng
@@ -50,6 +57,12 @@ def _version() -> str:
 
 
 async def _open_engine(config: ServerConfig) -> StorageEngine:
+    if config.database is not None:  # migrates on open, as the SQLite engine does
+        from kurir.server.storage.postgres import PostgresEngine
+
+        pg = await PostgresEngine.open(config.database)
+        _log.info("storage: postgresql")
+        return pg
     if config.data_dir is None:
         _log.info("storage: in memory (nothing survives a restart)")
         return MemoryEngine()
@@ -96,6 +109,7 @@ def create_app(
         dev_mode = False
     version = _version()
     openapi = openapi_document(version)
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -106,14 +120,27 @@ def create_app(
             )
         engine = await _open_engine(config)
         storage = engine.storage
-        registry = ConnectionRegistry()
-        messages = MessageService(
+        registry = open_router(config.redis, rng=rng, node_id=config.node_id)
+        await registry.start()
+        metrics.watch(connections=registry.__len__, redis_up=lambda: router_healthy(registry))
+        metadata = build_metadata(  # issue 5: blocks, reachability, counts, push, report
+            storage,
+            config.apps,
+            registry,
+            clock=clock,
+            default_reachability=Reachability(config.default_reachability),
+            push_provider=push_provider_for(config),
+        )
+        app.state.metadata = metadata
+        messages = MeteredMessageService(
             storage.accounts,
             storage.mailboxes,
             registry,
             clock=clock,
             mailbox_cap=config.mailbox_cap,
             envelope_ttl_ms=config.envelope_ttl_ms,
+            metrics=metrics,
+            hooks=metadata.hooks,
         )
         app.state.services = Services(
             accounts=AccountService(
@@ -132,6 +159,21 @@ def create_app(
             messages=messages,
             connections=registry,
             clock=clock,
+            groups=(
+                None
+                if storage.groups is None
+                else GroupService(
+                    storage.groups,
+                    storage.mailboxes,
+                    registry,
+                    clock=clock,
+                    rng=rng,
+                    policy=GroupAddPolicy(metadata.policy),  # issue 5
+                    member_cap=config.group_member_cap,
+                    mailbox_cap=config.mailbox_cap,
+                    envelope_ttl_ms=config.envelope_ttl_ms,
+                )
+            ),
         )
         sweeper = asyncio.create_task(_sweep(messages, config.sweep_interval_s))
         try:
@@ -140,6 +182,7 @@ def create_app(
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await registry.close()
             await engine.close()
 
     async def openapi_json(request: Request) -> Response:
@@ -148,7 +191,15 @@ def create_app(
     return Starlette(
         routes=[
             *routes(),
+            *group_routes(),
+            *metadata_routes(),
             Route("/openapi.json", openapi_json, methods=["GET"], name="openapi"),
+            Route(
+                "/metrics",
+                metrics_endpoint(metrics, config.metrics_token),
+                methods=["GET"],
+                name="metrics",
+            ),
             WebSocketRoute("/v1/ws", websocket_endpoint, name="websocket"),
         ],
         exception_handlers={HTTPException: http_exception_handler},

@@ -165,6 +165,18 @@ class ServerConfig:
         limits: Rate limits.
         sweep_interval_s: Seconds between expiry sweeps.
         max_devices: Most devices per account, the primary included.
+        group_member_cap: Most members per group (issue 6).
+        database: A ``postgresql://`` URL: store everything in PostgreSQL (``data_dir`` is
+            then unused). Kept out of ``repr`` (it may carry a password).
+        redis: A ``redis://`` (or ``rediss://``) URL: route between several nodes through
+            Redis (issue 7, :mod:`kurir.server.routing_redis`); ``None`` runs single-node.
+        node_id: This node's id among nodes sharing a Redis; ``None`` picks a random one.
+        metrics_token: Bearer token for ``GET /metrics``; ``None`` serves it to loopback only.
+        default_reachability: Who from other apps may reach an account that never chose
+            (issue 5): ``contacts`` by default (docs/metadata.md says why).
+        vapid_private_key: PEM (or a PEM file's path) of the VAPID key: enables the Web Push
+            provider (with ``vapid_subject``); ``None`` uses the development log provider.
+        vapid_subject: The VAPID ``sub`` claim (``mailto:`` or ``https:`` URL of the operator).
     """
 
     apps: AppCatalogue
@@ -177,12 +189,30 @@ class ServerConfig:
     limits: RateLimits = RateLimits()
     sweep_interval_s: float = 60.0
     max_devices: int = 6
+    group_member_cap: int = 1024
+    database: str | None = field(default=None, repr=False)
+    redis: str | None = field(default=None, repr=False)
+    node_id: str | None = None
+    metrics_token: str | None = field(default=None, repr=False)
+    default_reachability: str = "contacts"
+    vapid_private_key: str | None = field(default=None, repr=False)
+    vapid_subject: str | None = None
 
     def __post_init__(self) -> None:
+        if self.database is not None and not self.database.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ConfigError("database must be a postgresql:// URL")
+        if self.redis is not None and not self.redis.startswith(("redis://", "rediss://")):
+            raise ConfigError("redis must be a redis:// or rediss:// URL")
         if self.mailbox_cap < 1:
             raise ConfigError("mailbox_cap must be at least 1")
+        if self.default_reachability not in ("everyone", "contacts", "nobody"):
+            raise ConfigError("default_reachability must be everyone, contacts or nobody")
         if self.envelope_ttl_ms < 1:
             raise ConfigError("envelope_ttl_ms must be at least 1")
+        if self.group_member_cap < 1:
+            raise ConfigError("group_member_cap must be at least 1")
         if self.max_devices < 1:
             raise ConfigError("max_devices must be at least 1")
         if not 0 <= self.port <= 65535:

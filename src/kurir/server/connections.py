@@ -67,5 +67,9 @@ class ConnectionRegistry:
         if connection is not None:
             connection.revoke()
 
+    def is_connected(self, device: DeviceRef) -> bool:
+        """Whether the device has a live connection on this node (push goes to the others)."""
+        return device in self._live
+
     def __len__(self) -> int:
         return len(self._live)

@@ -11,8 +11,9 @@ from typing import cast
 
 from starlette.requests import HTTPConnection
 
-from kurir.server.connections import ConnectionRegistry
+from kurir.server.routing import Router
 from kurir.server.services.accounts import AccountService
+from kurir.server.services.groups import GroupService
 from kurir.server.services.keys import KeyService
 from kurir.server.services.messages import MessageService
 from kurir.server.types import Clock
@@ -27,8 +28,9 @@ class Services:
     accounts: AccountService
     keys: KeyService
     messages: MessageService
-    connections: ConnectionRegistry
+    connections: Router
     clock: Clock
+    groups: GroupService | None = None
 
 
 def services_of(conn: HTTPConnection) -> Services:

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from kurir.server.context import Services, client_host, services_of
 from kurir.server.errors import RateLimited, Refused
+from kurir.server.metadata_app import metadata_of
 from kurir.server.services.accounts import AuthedDevice
 from kurir.server.storage.records import (
     KeyBundle,
@@ -58,6 +59,8 @@ STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.MAILBOX_FULL: 507,
     ErrorCode.TOO_MANY_DEVICES: 409,
+    ErrorCode.GROUP_FULL: 409,
+    ErrorCode.NOT_A_MEMBER: 403,
     ErrorCode.INTERNAL: 500,
 }
 """HTTP status of each error code."""
@@ -263,6 +266,8 @@ async def _get_keys(request: Request, services: Services) -> Response:
         device_id = DeviceId(int(device_text))
     else:
         raise Refused(ErrorCode.INVALID_REQUEST, "device_id must be a positive integer or *")
+    if not await metadata_of(request).policy.may_fetch_keys(caller.account_id, account_id):
+        raise Refused(ErrorCode.NOT_FOUND, "no keys for that account or device")  # issue 5
     bundle = await services.keys.bundle(caller, account_id, device_id)
     return json_response(_bundle_body(bundle))
 
@@ -271,6 +276,8 @@ async def _directory(request: Request, services: Services) -> Response:
     caller = await _auth(request, services)
     body = await _body(request, api.DirectoryRequest)
     hits = await services.accounts.directory(caller, body.addresses)
+    policy = metadata_of(request).policy  # issue 5: accounts that do not want to be found
+    hits = [h for h in hits if await policy.may_discover(caller.account_id, h.account_id)]
     return json_response(
         api.DirectoryResponse(
             [api.DirectoryEntry(str(h.address), h.account_id, list(h.devices)) for h in hits]

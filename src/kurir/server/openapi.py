@@ -10,7 +10,9 @@ from typing import Any
 
 import msgspec
 
+from kurir.server.groups_http import GROUP_ROUTES
 from kurir.server.http import ROUTES, STATUS
+from kurir.server.metadata_http import METADATA_ROUTES
 from kurir.wire import api
 
 __all__ = ["openapi_document"]
@@ -25,14 +27,14 @@ def _ref(t: type[msgspec.Struct]) -> dict[str, str]:
 def openapi_document(version: str) -> dict[str, Any]:
     """Build the OpenAPI 3.1 document of this server."""
     types: set[type[msgspec.Struct]] = {api.ErrorBody}
-    for spec in ROUTES:
+    for spec in (*ROUTES, *GROUP_ROUTES, *METADATA_ROUTES):
         for t in (spec.request, spec.response):
             if t is not None:
                 types.add(t)
     ordered = sorted(types, key=lambda t: t.__name__)
     _, components = msgspec.json.schema_components(ordered, ref_template=_REF)
     paths: dict[str, dict[str, Any]] = {}
-    for spec in ROUTES:
+    for spec in (*ROUTES, *GROUP_ROUTES, *METADATA_ROUTES):
         op: dict[str, Any] = {"operationId": spec.name, "summary": spec.summary}
         params: list[dict[str, Any]] = [
             {

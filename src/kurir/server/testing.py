@@ -136,6 +136,7 @@ async def start_server(
     config: ServerConfig | None = None,
     clock: Clock | None = None,
     rng: Rng | None = None,
+    default_reachability: str = "everyone",
 ) -> AsyncIterator[RunningServer]:
     """Run a real kurir server on ``127.0.0.1`` (free port) in this event loop.
 
@@ -146,6 +147,8 @@ async def start_server(
             built-in catalogue and default limits.
         clock: Defaults to the system clock (pass a :class:`FakeClock` to drive expiry).
         rng: Defaults to the system CSPRNG.
+        default_reachability: Replaces the config's (tests message strangers of other apps;
+            production's default is ``contacts``).
 
     Yields:
         The running server; it stops (closing sockets and storage) when the block exits.
@@ -156,7 +159,13 @@ async def start_server(
     base = config if config is not None else ServerConfig(apps=load_apps())
     sock = bind_socket("127.0.0.1", 0)
     port = int(sock.getsockname()[1])
-    cfg = replace(base, data_dir=data_dir, host="127.0.0.1", port=port)
+    cfg = replace(
+        base,
+        data_dir=data_dir,
+        host="127.0.0.1",
+        port=port,
+        default_reachability=default_reachability,
+    )
     app = create_app(cfg, clock=clock or SystemClock(), rng=rng or SystemRng())
     watch = _StartupWatch(app)
     server = make_server(app, host="127.0.0.1", port=port)
@@ -219,6 +228,8 @@ async def spawn_server(data_dir: Path, *, port: int = 0) -> AsyncIterator[Server
         "127.0.0.1",
         "--port",
         str(port),
+        "--default-reachability",
+        "everyone",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env=env,

@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from kurir.server.context import client_host, services_of
 from kurir.server.errors import MismatchedDevices, Refused, StaleDevices
 from kurir.server.services.accounts import AuthedDevice
+from kurir.server.services.groups import GroupService
 from kurir.server.services.messages import MessageService
 from kurir.wire.errors import ErrorCode, FrameError
 from kurir.wire.frames import (
@@ -28,6 +29,7 @@ from kurir.wire.frames import (
     Drained,
     Envelope,
     ErrorFrame,
+    GroupSend,
     Result,
     ResultError,
     Send,
@@ -54,8 +56,13 @@ class DeviceConnection:
     """
 
     def __init__(
-        self, websocket: WebSocket, device: AuthedDevice, messages: MessageService
+        self,
+        websocket: WebSocket,
+        device: AuthedDevice,
+        messages: MessageService,
+        groups: GroupService | None = None,
     ) -> None:
+        self._groups = groups
         self._ws = websocket
         self._device = device
         self._messages = messages
@@ -143,6 +150,21 @@ class DeviceConnection:
                     await self._send(await asyncio.shield(self._handle_send(frame)))
                 case Ack(seqs=seqs):
                     await asyncio.shield(self._messages.acknowledge(self._device, seqs))
+                case GroupSend():
+                    await self._send(await asyncio.shield(self._handle_group_send(frame)))
+
+    async def _handle_group_send(self, frame: GroupSend) -> Result:
+        try:
+            if self._groups is None:
+                raise Refused(ErrorCode.NOT_A_MEMBER, "groups are not available on this server")
+            await self._groups.send(self._device, frame)
+        except Refused as exc:
+            return Result(frame.id, False, ResultError(exc.code.value, exc.message))
+        except Exception:
+            _log.exception("internal error while accepting a group send")
+            error = ResultError(ErrorCode.INTERNAL.value, "internal server error")
+            return Result(frame.id, False, error)
+        return Result(frame.id, True)
 
     async def _handle_send(self, frame: Send) -> Result:
         try:
@@ -205,7 +227,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await websocket.send_bytes(encode_frame(ErrorFrame(exc.code.value, exc.message)))
         await websocket.close(CloseCode.AUTH)
         return
-    connection = DeviceConnection(websocket, device, services.messages)
+    connection = DeviceConnection(websocket, device, services.messages, services.groups)
     services.connections.attach(device.ref, connection)
     try:
         code = await connection.run()

@@ -39,6 +39,8 @@ class ErrorCode(StrEnum):
     STALE_DEVICES = "stale_devices"
     MAILBOX_FULL = "mailbox_full"
     TOO_MANY_DEVICES = "too_many_devices"
+    GROUP_FULL = "group_full"
+    NOT_A_MEMBER = "not_a_member"
     MALFORMED_FRAME = "malformed_frame"
     FRAME_TOO_LARGE = "frame_too_large"
     INTERNAL = "internal"

@@ -7,7 +7,7 @@ and never touches a socket.
 Every frame is one binary WebSocket message holding one MessagePack map whose ``op`` key names
 the frame (msgspec tagged structs). Unknown keys are ignored so peers can add fields.
 
-client -> server: :class:`Send`, :class:`Ack`.
+client -> server: :class:`Send`, :class:`Ack`, :class:`GroupSend`.
 server -> client: :class:`Result`, :class:`Envelope`, :class:`Drained`, :class:`ErrorFrame`.
 """
 
@@ -39,6 +39,7 @@ __all__ = [
     "Envelope",
     "EnvelopeType",
     "ErrorFrame",
+    "GroupSend",
     "Result",
     "ResultError",
     "Send",
@@ -115,6 +116,21 @@ class Ack(msgspec.Struct, frozen=True, tag="ack", tag_field="op"):
     seqs: Annotated[list[Seq], msgspec.Meta(max_length=MAX_ACK_SEQS)]
 
 
+class GroupSend(msgspec.Struct, frozen=True, tag="group_send", tag_field="op"):
+    """Client -> server: one Sender Key ciphertext for every other device of a group's members.
+
+    The server fans ``body`` out (envelope type 7, SENDER_KEY) to every device of every
+    member, the sender's other devices included, in one durable enqueue, then answers with a
+    :class:`Result` carrying the same ``id`` (docs/protocol.md §Groups).
+    """
+
+    id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+    group_id: UUID
+    message_id: MessageIdBytes
+    timestamp: Millis
+    body: Annotated[bytes, msgspec.Meta(min_length=1, max_length=MAX_BODY_BYTES)]
+
+
 class ResultError(msgspec.Struct, frozen=True, omit_defaults=True):
     """Why a :class:`Send` failed; ``missing``/``extra``/``stale`` list device ids."""
 
@@ -164,7 +180,7 @@ class ErrorFrame(msgspec.Struct, frozen=True, tag="error", tag_field="op"):
     message: str
 
 
-ClientFrame = Send | Ack
+ClientFrame = Send | Ack | GroupSend
 ServerFrame = Result | Envelope | Drained | ErrorFrame
 
 _encoder: Final = msgspec.msgpack.Encoder()
@@ -223,7 +239,7 @@ def _invalid(data: bytes, message: str) -> FrameError:
         loose = _loose_decoder.decode(data)
     except (msgspec.DecodeError, ValueError):  # UnicodeDecodeError is a ValueError
         return error
-    if isinstance(loose, dict) and loose.get("op") == "send":
+    if isinstance(loose, dict) and loose.get("op") in ("send", "group_send"):
         request_id = loose.get("id")
         if isinstance(request_id, int) and not isinstance(request_id, bool) and request_id >= 0:
             error.request_id = request_id

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from kurir.server.errors import MismatchedDevices, Refused, StaleDevices
 from kurir.server.services.accounts import AuthedDevice
+from kurir.server.services.policy import SendHooks
 from kurir.server.storage.errors import MailboxFull, UnknownDevice
 from kurir.server.storage.protocols import AccountStore, MailboxStore
 from kurir.server.storage.records import OutgoingEnvelope, StoredEnvelope
@@ -53,7 +54,9 @@ class MessageService:
         clock: Clock,
         mailbox_cap: int,
         envelope_ttl_ms: int,
+        hooks: SendHooks | None = None,
     ) -> None:
+        self._hooks = hooks  # policy (blocks, reachability), counts, push: services/delivery.py
         self._accounts = accounts
         self._mailboxes = mailboxes
         self._notifier = notifier
@@ -84,6 +87,11 @@ class MessageService:
         stale = [d for d, m in given.items() if m.registration_id != expected[DeviceId(d)]]
         if stale:
             raise StaleDevices(stale)
+        decision = None
+        if self._hooks is not None and not own:
+            decision = await self._hooks.admit(sender.account_id, recipient)
+            if not decision.allowed:
+                return  # dropped silently: the sender sees "sent", never "delivered"
         sealed_source = EnvelopeType.UNIDENTIFIED_SENDER
         envelopes = [
             OutgoingEnvelope(
@@ -114,6 +122,8 @@ class MessageService:
             raise Refused(ErrorCode.MISMATCHED_DEVICES, "the device list changed") from None
         for ref in woken:
             self._notifier.wake(ref)
+        if self._hooks is not None and decision is not None:
+            await self._hooks.accepted(sender.account_id, recipient, decision, woken)
 
     async def acknowledge(self, device: AuthedDevice, seqs: Sequence[int]) -> None:
         """Delete acknowledged envelopes and send delivery receipts to their senders."""

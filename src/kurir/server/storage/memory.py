@@ -17,6 +17,8 @@ from kurir.server.storage.errors import (
     TooManyDevices,
     UnknownDevice,
 )
+from kurir.server.storage.groups_memory import MemoryGroupStore
+from kurir.server.storage.metadata_memory import MemoryMetadataStore
 from kurir.server.storage.protocols import Storage
 from kurir.server.storage.records import (
     RECEIPT_TYPE,
@@ -361,7 +363,11 @@ class MemoryEngine:
 
     def __init__(self) -> None:
         state = _State()
-        self._storage = Storage(_Accounts(state), _Keys(state), _Mailboxes(state))
+        accounts = _Accounts(state)
+        groups = MemoryGroupStore(accounts)
+        self._storage = Storage(
+            accounts, _Keys(state), _Mailboxes(state), groups, MemoryMetadataStore()
+        )
 
     @property
     def storage(self) -> Storage:

@@ -12,12 +12,13 @@ reason, except under CI (``CI`` set), where they fail: CI must never skip them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import secrets
 import urllib.parse
-from collections.abc import Iterator
-from typing import Final
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, Final, TypeVar
 
 import asyncpg
 
@@ -35,6 +36,14 @@ __all__ = [
 TEST_DSN_ENV: Final = "KURIR_TEST_POSTGRES"
 DEFAULT_TEST_DSN: Final = "postgresql://postgres@127.0.0.1:5432/test"
 _CONNECT_TIMEOUT: Final = 5.0
+T = TypeVar("T")
+
+
+def _run_sync(fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    # a fresh loop in a fresh thread: callable from sync code even while a loop is running
+    # in this thread (a session fixture first requested by an async fixture)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, fn()).result()
 
 
 def admin_dsn() -> str:
@@ -75,7 +84,7 @@ def require_postgres() -> str:
     import pytest  # test-only module: pytest is a dev dependency
 
     dsn = admin_dsn()
-    reason = asyncio.run(_unavailable(dsn))
+    reason = _run_sync(lambda: _unavailable(dsn))
     if reason is not None:
         if os.environ.get("CI"):
             pytest.fail(f"{reason} (CI is set: PostgreSQL tests must run)", pytrace=False)
@@ -83,16 +92,16 @@ def require_postgres() -> str:
     return dsn
 
 
-async def _create_database(admin_dsn: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_dsn, timeout=_CONNECT_TIMEOUT)
+async def _create_database(admin: str, name: str) -> None:
+    conn = await asyncpg.connect(admin, timeout=_CONNECT_TIMEOUT)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
 
 
-async def _drop_database(admin_dsn: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_dsn, timeout=_CONNECT_TIMEOUT)
+async def _drop_database(admin: str, name: str) -> None:
+    conn = await asyncpg.connect(admin, timeout=_CONNECT_TIMEOUT)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -100,15 +109,15 @@ async def _drop_database(admin_dsn: str, name: str) -> None:
 
 
 @contextlib.contextmanager
-def scratch_database(admin_dsn: str) -> Iterator[str]:
+def scratch_database(admin: str) -> Iterator[str]:
     """Create a uniquely named database, yield its DSN, drop it afterwards (synchronous: runs
     its own event loops, for session fixtures)."""
     name = f"kurir_test_{os.getpid()}_{secrets.token_hex(4)}"
-    asyncio.run(_create_database(admin_dsn, name))
+    _run_sync(lambda: _create_database(admin, name))
     try:
-        yield with_database(admin_dsn, name)
+        yield with_database(admin, name)
     finally:
-        asyncio.run(_drop_database(admin_dsn, name))
+        _run_sync(lambda: _drop_database(admin, name))
 
 
 async def fresh_schema(dsn: str) -> str:

@@ -25,6 +25,7 @@ from kurir.server.storage.errors import (
     UnknownDevice,
 )
 from kurir.server.storage.postgres_db import Conn, PgDatabase
+from kurir.server.storage.postgres_groups import PgGroupStore
 from kurir.server.storage.postgres_mailbox import PgMailboxes
 from kurir.server.storage.protocols import Storage
 from kurir.server.storage.records import (
@@ -402,7 +403,7 @@ class PostgresEngine:
     def __init__(self, db: PgDatabase, *, writers: int = 2) -> None:
         self._db = db
         self._mailboxes = PgMailboxes(db, writers=writers)
-        self._storage = Storage(_Accounts(db), _Keys(db), self._mailboxes)
+        self._storage = Storage(_Accounts(db), _Keys(db), self._mailboxes, PgGroupStore(db))
 
     @classmethod
     async def open(

@@ -18,10 +18,12 @@ import importlib.resources
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Final, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Final, TypeAlias, TypeVar
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
 
 from kurir.server.storage.errors import SchemaTooNew, StorageError
 
@@ -31,12 +33,14 @@ __all__ = [
     "apply_migrations",
     "check_schema",
     "connect_pool",
+    "inspect_database",
     "load_migrations",
+    "migrate_database",
     "schema_version",
 ]
 
 T = TypeVar("T")
-Conn: TypeAlias = PoolConnectionProxy[asyncpg.Record]
+Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 """A connection taken from the engine's pool."""
 
 _log = logging.getLogger(__name__)
@@ -144,6 +148,36 @@ async def apply_migrations(conn: Conn) -> list[int]:
     for version in applied:
         _log.info("applied storage migration %d (postgresql)", version)
     return applied
+
+
+async def inspect_database(dsn: str) -> tuple[int, int]:
+    """Connect once and return (applied, known) migration versions; change nothing.
+
+    Raises:
+        StorageError: The server is unreachable.
+        SchemaTooNew: The database was migrated by a newer kurir.
+    """
+    pool = await connect_pool(dsn, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            return await check_schema(conn)
+    finally:
+        await pool.close()
+
+
+async def migrate_database(dsn: str) -> list[int]:
+    """Connect once and apply every pending migration; return the versions applied.
+
+    Raises:
+        StorageError: The server is unreachable.
+        SchemaTooNew: The database was migrated by a newer kurir.
+    """
+    pool = await connect_pool(dsn, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            return await apply_migrations(conn)
+    finally:
+        await pool.close()
 
 
 class PgDatabase:

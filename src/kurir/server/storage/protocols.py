@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from kurir.server.storage.groups import GroupStore
+from kurir.server.storage.metadata_protocols import MetadataStore
 from kurir.server.storage.records import (
     AccountRecord,
     DeviceRecord,
@@ -189,6 +191,11 @@ class Storage:
     accounts: AccountStore
     keys: KeyStore
     mailboxes: MailboxStore
+    groups: GroupStore | None = None
+    """Groups (issue 6); ``None`` for an engine that has no group tables yet."""
+    metadata: MetadataStore | None = None
+    """Blocks, settings, conversations, contacts, profiles, push (issue 5); ``None`` for an
+    engine without the tables of migration 0004 (the server then keeps them in memory)."""
 
 
 class StorageEngine(Protocol):

@@ -20,6 +20,8 @@ from kurir.server.storage.errors import (
     TooManyDevices,
     UnknownDevice,
 )
+from kurir.server.storage.groups_sqlite import SqliteGroupStore
+from kurir.server.storage.metadata_sqlite import SqliteMetadataStore
 from kurir.server.storage.protocols import Storage
 from kurir.server.storage.records import (
     RECEIPT_TYPE,
@@ -592,7 +594,9 @@ class SqliteEngine:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._storage = Storage(_Accounts(db), _Keys(db), _Mailboxes(db))
+        self._storage = Storage(
+            _Accounts(db), _Keys(db), _Mailboxes(db), SqliteGroupStore(db), SqliteMetadataStore(db)
+        )
 
     @classmethod
     def open(cls, path: Path) -> SqliteEngine:

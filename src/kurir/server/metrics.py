@@ -1,0 +1,153 @@
+"""Per-node operational metrics in the Prometheus text format (``GET /metrics``).
+
+This module owns what a node counts about itself and how it is exposed: open connections,
+``send`` frames accepted, envelope copies queued, envelopes delivered and acknowledged, and
+whether Redis is reachable. Every series is a node-wide aggregate: no label, value or name
+carries an account, device, address or message id, so a scrape reveals traffic volume, never
+who talks to whom.
+
+Access: with a metrics token configured, ``/metrics`` requires ``Authorization: Bearer
+<token>``; without one it answers only loopback clients (a scraper on the same host, or an
+operator's SSH tunnel). Volumes over time are still metadata, so a deployment that exposes the
+server publicly sets a token (docs/deployment.md).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import Response
+
+from kurir.server.services.accounts import AuthedDevice
+from kurir.server.services.messages import MessageService, Notifier
+from kurir.server.services.policy import SendHooks
+from kurir.server.storage.protocols import AccountStore, MailboxStore
+from kurir.server.storage.records import StoredEnvelope
+from kurir.server.types import Clock, DeviceRef
+from kurir.wire.frames import Send
+
+__all__ = ["MeteredMessageService", "Metrics", "metrics_endpoint"]
+
+_LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class Metrics:
+    """The counters and gauges of one node, in their own registry (no process globals)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.connections = Gauge(
+            "kurir_connections", "Open device WebSockets on this node.", registry=self.registry
+        )
+        self.redis_up = Gauge(
+            "kurir_redis_up",
+            "1 when cross-node routing reaches Redis (or runs single-node), 0 while degraded.",
+            registry=self.registry,
+        )
+        self.accepted = Counter(
+            "kurir_envelopes_accepted",
+            "send frames accepted by this node (durably committed, answered ok).",
+            registry=self.registry,
+        )
+        self.queued = Counter(
+            "kurir_envelopes_queued",
+            "Envelope copies this node committed to recipient mailboxes (one per device).",
+            registry=self.registry,
+        )
+        self.delivered = Counter(
+            "kurir_envelopes_delivered",
+            "Envelopes read from mailboxes and written to connections on this node.",
+            registry=self.registry,
+        )
+        self.acknowledged = Counter(
+            "kurir_envelopes_acknowledged",
+            "Envelope seqs acknowledged by devices connected to this node.",
+            registry=self.registry,
+        )
+
+    def watch(self, *, connections: Callable[[], int], redis_up: Callable[[], bool]) -> None:
+        """Read the two gauges from the running node at scrape time."""
+        self.connections.set_function(lambda: float(connections()))
+        self.redis_up.set_function(lambda: 1.0 if redis_up() else 0.0)
+
+    def render(self) -> bytes:
+        """The current values in the Prometheus text exposition format."""
+        return generate_latest(self.registry)
+
+
+class MeteredMessageService(MessageService):
+    """:class:`MessageService` that counts what it accepts, delivers and sees acknowledged.
+
+    Args:
+        metrics: Where to count; every other argument is :class:`MessageService`'s.
+    """
+
+    def __init__(
+        self,
+        accounts: AccountStore,
+        mailboxes: MailboxStore,
+        notifier: Notifier,
+        *,
+        clock: Clock,
+        mailbox_cap: int,
+        envelope_ttl_ms: int,
+        metrics: Metrics,
+        hooks: SendHooks | None = None,
+    ) -> None:
+        super().__init__(
+            accounts,
+            mailboxes,
+            notifier,
+            clock=clock,
+            mailbox_cap=mailbox_cap,
+            envelope_ttl_ms=envelope_ttl_ms,
+            hooks=hooks,
+        )
+        self._metrics = metrics
+
+    async def send(self, sender: AuthedDevice, frame: Send) -> None:
+        """See :meth:`MessageService.send`; counts after the commit."""
+        await super().send(sender, frame)
+        self._metrics.accepted.inc()
+        self._metrics.queued.inc(len(frame.messages))
+
+    async def acknowledge(self, device: AuthedDevice, seqs: Sequence[int]) -> None:
+        """See :meth:`MessageService.acknowledge`."""
+        await super().acknowledge(device, seqs)
+        self._metrics.acknowledged.inc(len(seqs))
+
+    async def fetch(self, device: DeviceRef, *, after_seq: int, limit: int) -> list[StoredEnvelope]:
+        """See :meth:`MessageService.fetch` (only the WebSocket delivery loop calls it)."""
+        batch = await super().fetch(device, after_seq=after_seq, limit=limit)
+        self._metrics.delivered.inc(len(batch))
+        return batch
+
+
+def _authorised(request: Request, token: str | None) -> bool:
+    if token is None:
+        return request.client is not None and request.client.host in _LOOPBACK
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
+
+
+def metrics_endpoint(
+    metrics: Metrics, token: str | None
+) -> Callable[[Request], Awaitable[Response]]:
+    """The ``GET /metrics`` handler (bearer ``token``, or loopback only when ``None``)."""
+
+    async def handler(request: Request) -> Response:
+        if not _authorised(request, token):
+            return Response(
+                b'{"error": {"code": "forbidden", "message": "metrics need the metrics token"}}',
+                status_code=403,
+                media_type="application/json",
+            )
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return handler

@@ -1,0 +1,266 @@
+"""Policy: blocks, cross-app reachability and message requests, enforced by the server.
+
+This module owns who may reach whom (DESIGN.md, "Policy, enforced by the server"):
+
+- **Blocks** are by account, so blocking an address blocks that person whichever app they
+  use. A blocked sender is never told: its sends are answered ``ok`` and dropped, so it sees
+  "sent" and never "delivered" (no envelope, hence no receipt).
+- **Reachability** says who from *other apps* may start a conversation: ``everyone``,
+  ``contacts`` (the owner's uploaded address book) or ``nobody``. Within the same app any
+  registered user may write first, as in the reference apps.
+- **Message requests**: an allowed first message from a stranger is delivered but its
+  conversation is a *request* until the owner accepts (or replies), declines (later messages
+  are dropped silently, and it stays declined until the owner writes or accepts) or blocks.
+
+The rule itself is the pure function :func:`decide`; :class:`PolicyService` only gathers its
+inputs from the stores. Groups call :meth:`PolicyService.may_reach` and
+:meth:`PolicyService.is_blocked`. It knows nothing of HTTP or sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from kurir.server.config import AppCatalogue
+from kurir.server.errors import Refused
+from kurir.server.storage.metadata_protocols import MetadataStore
+from kurir.server.storage.metadata_records import (
+    BlockRecord,
+    ConversationRecord,
+    ConversationState,
+    Reachability,
+)
+from kurir.server.storage.protocols import AccountStore
+from kurir.server.types import AccountId, Clock, DeviceRef
+from kurir.wire.address import Address
+from kurir.wire.errors import ErrorCode
+
+__all__ = [
+    "Decision",
+    "GroupAddPolicy",
+    "PolicyService",
+    "SendHooks",
+    "Verdict",
+    "contact_keys",
+    "decide",
+]
+
+
+class Verdict(StrEnum):
+    """What happens to a message from one account to another."""
+
+    DELIVER = "deliver"
+    REQUEST = "request"
+    """Delivered, and the recipient's side of the conversation is a message request."""
+    DROP = "drop"
+    """Answered ``ok`` to the sender, enqueued nowhere (the sender is never told)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A verdict and its reason (for tests and the owner's own views; never sent to a peer)."""
+
+    verdict: Verdict
+    reason: str
+
+    @property
+    def allowed(self) -> bool:
+        """Whether anything reaches the recipient."""
+        return self.verdict is not Verdict.DROP
+
+
+def decide(
+    *,
+    same_account: bool,
+    same_app: bool,
+    reachability: Reachability,
+    blocked: bool,
+    state: ConversationState | None,
+    is_contact: bool,
+) -> Decision:
+    """The reachability rule (pure).
+
+    Args:
+        same_account: Sender and recipient are one account (its own devices).
+        same_app: Both accounts belong to the same app.
+        reachability: The recipient's setting for senders of other apps.
+        blocked: The recipient blocked the sender.
+        state: The recipient's side of the conversation with the sender, if any.
+        is_contact: The sender is in the recipient's uploaded address book.
+    """
+    if same_account:
+        return Decision(Verdict.DELIVER, "own account")
+    if blocked:
+        return Decision(Verdict.DROP, "blocked")
+    if state is ConversationState.DECLINED:
+        return Decision(Verdict.DROP, "declined")
+    if state is ConversationState.ACCEPTED or is_contact:
+        return Decision(Verdict.DELIVER, "accepted" if state else "contact")
+    if not same_app and reachability is not Reachability.EVERYONE:
+        return Decision(Verdict.DROP, f"reachability {reachability.value}")
+    return Decision(Verdict.REQUEST, "stranger")
+
+
+def contact_keys(address: Address, catalogue: AppCatalogue) -> list[str]:
+    """The address-book entries that name ``address``: the address, and for phone-number
+    apps also the bare E.164 number (address books hold numbers)."""
+    keys = [str(address)]
+    app = catalogue.get(address.app)
+    if app is not None and app.identifier_kind.value == "phone":
+        keys.append(address.identifier)
+    return keys
+
+
+class SendHooks(Protocol):
+    """What the message service asks before and tells after a send to another account."""
+
+    async def admit(self, sender: AccountId, recipient: AccountId) -> Decision:
+        """Decide whether a message may reach ``recipient``."""
+        ...
+
+    async def accepted(
+        self,
+        sender: AccountId,
+        recipient: AccountId,
+        decision: Decision,
+        woken: Sequence[DeviceRef],
+    ) -> None:
+        """A send was committed; ``woken`` are the devices that got a new envelope."""
+        ...
+
+
+class PolicyService:
+    """Blocks, reachability and message requests.
+
+    Args:
+        store: The metadata store.
+        accounts: To resolve the apps and addresses of accounts.
+        catalogue: The app catalogue (identifier kinds).
+        default_reachability: The setting of accounts that never chose one.
+        clock: Time source.
+    """
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        accounts: AccountStore,
+        catalogue: AppCatalogue,
+        *,
+        default_reachability: Reachability,
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._accounts = accounts
+        self._catalogue = catalogue
+        self.default_reachability = default_reachability
+        self._clock = clock
+
+    async def resolve(self, address: Address) -> AccountId | None:
+        """The account registered at ``address``, or ``None``."""
+        found = await self._accounts.lookup([address])
+        return found[address][0] if address in found else None
+
+    async def address_of(self, account_id: AccountId) -> Address | None:
+        """The address of an account, or ``None``."""
+        account = await self._accounts.get_account(account_id)
+        return None if account is None else account.address
+
+    async def is_blocked(self, owner: AccountId, target: AccountId) -> bool:
+        """Whether ``owner`` blocked ``target``."""
+        return await self._store.is_blocked(owner, target)
+
+    async def may_reach(self, sender: AccountId, recipient: AccountId) -> Decision:
+        """Whether a message from ``sender`` reaches ``recipient``, and how.
+
+        Unknown accounts get ``DROP`` (reason ``unknown account``).
+        """
+        if sender == recipient:
+            return Decision(Verdict.DELIVER, "own account")
+        sender_account = await self._accounts.get_account(sender)
+        recipient_account = await self._accounts.get_account(recipient)
+        if sender_account is None or recipient_account is None:
+            return Decision(Verdict.DROP, "unknown account")
+        settings = await self._store.settings(recipient, default=self.default_reachability)
+        conversation = await self._store.conversation(recipient, sender)
+        return decide(
+            same_account=False,
+            same_app=sender_account.address.app == recipient_account.address.app,
+            reachability=settings.reachability,
+            blocked=await self._store.is_blocked(recipient, sender),
+            state=None if conversation is None else conversation.state,
+            is_contact=await self._store.has_contact(
+                recipient, contact_keys(sender_account.address, self._catalogue)
+            ),
+        )
+
+    async def may_discover(self, caller: AccountId, target: AccountId) -> bool:
+        """Whether ``target`` shows up for ``caller`` in the directory and discovery.
+
+        Hidden exactly when the target's reachability keeps the caller out (``nobody``, or
+        ``contacts`` and the caller is not one). A block alone does not hide the blocker:
+        the blocked account must not learn of the block.
+        """
+        decision = await self.may_reach(caller, target)
+        return decision.allowed or decision.reason in ("blocked", "declined")
+
+    async def may_fetch_keys(self, caller: AccountId, target: AccountId) -> bool:
+        """Whether ``caller`` may take prekey bundles of ``target`` (not blocked, reachable)."""
+        return (await self.may_reach(caller, target)).allowed
+
+    async def block(self, owner: AccountId, target: AccountId) -> None:
+        """Block ``target`` (any app). Blocking oneself is refused.
+
+        Raises:
+            Refused: ``invalid_request`` for oneself, ``unknown_account`` for no such account.
+        """
+        if owner == target:
+            raise Refused(ErrorCode.INVALID_REQUEST, "cannot block yourself")
+        if await self._accounts.get_account(target) is None:
+            raise Refused(ErrorCode.UNKNOWN_ACCOUNT, "no such account")
+        await self._store.block(owner, target, now=self._clock.now_ms())
+
+    async def unblock(self, owner: AccountId, target: AccountId) -> bool:
+        """Lift a block; return whether there was one."""
+        return await self._store.unblock(owner, target)
+
+    async def blocks(self, owner: AccountId) -> list[BlockRecord]:
+        """The owner's blocks."""
+        return await self._store.blocks(owner)
+
+    async def requests(self, owner: AccountId) -> list[ConversationRecord]:
+        """The owner's pending message requests, most recent first."""
+        rows = await self._store.conversations(owner)
+        return [c for c in rows if c.state is ConversationState.REQUEST]
+
+    async def answer_request(self, owner: AccountId, peer: AccountId, *, accept: bool) -> None:
+        """Accept or decline a pending (or, to change one's mind, a declined) request.
+
+        Raises:
+            Refused: ``not_found`` when there is no such request.
+        """
+        row = await self._store.conversation(owner, peer)
+        if row is None or row.state is ConversationState.ACCEPTED:
+            raise Refused(ErrorCode.NOT_FOUND, "no message request from that account")
+        state = ConversationState.ACCEPTED if accept else ConversationState.DECLINED
+        await self._store.set_state(owner, peer, state, now=self._clock.now_ms())
+
+
+class GroupAddPolicy:
+    """Groups' add policy (issue 6): adding someone to a group is refused when they blocked
+    the adder or their reachability would drop a first message from the adder. Unknown
+    accounts are let through so the group store reports ``unknown_account`` itself.
+
+    Args:
+        policy: The policy service.
+    """
+
+    def __init__(self, policy: PolicyService) -> None:
+        self._policy = policy
+
+    async def may_add(self, actor: AccountId, target: AccountId) -> bool:
+        """Whether ``actor`` may put ``target`` into a group."""
+        decision = await self._policy.may_reach(actor, target)
+        return decision.allowed or decision.reason == "unknown account"

@@ -1,0 +1,33 @@
+"""Fixtures of the multi-node tests: one scratch PostgreSQL database and the local Redis.
+
+Without a reachable PostgreSQL or Redis these tests skip with the reason, or fail when ``CI``
+is set (kurir.server.storage.pg_testing, kurir.server.redis_testing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from kurir.server.redis_testing import require_redis
+from kurir.server.storage.pg_testing import fresh_schema, require_postgres, scratch_database
+
+
+@pytest.fixture(scope="session")
+def multinode_database() -> Iterator[str]:
+    """DSN of a scratch database for this session, dropped at the end."""
+    with scratch_database(require_postgres()) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+async def database_url(multinode_database: str) -> str:
+    """A ``postgresql://`` URL whose connections use a fresh, empty schema."""
+    return await fresh_schema(multinode_database)
+
+
+@pytest.fixture
+async def redis_url() -> str:
+    """The local test Redis (``$KURIR_TEST_REDIS`` or redis://127.0.0.1:6379/0)."""
+    return await require_redis()

@@ -1,0 +1,11 @@
+"""The cross-app message flow of e2e/test_cross_app.py, unchanged, on a PostgreSQL node.
+
+Every ``test_*`` function of that module is collected here again; this package's conftest
+replaces the ``server`` fixture with one started with ``--database postgresql://...``.
+"""
+
+from __future__ import annotations
+
+from e2e import test_cross_app as _flow
+
+globals().update({name: fn for name, fn in vars(_flow).items() if name.startswith("test_")})

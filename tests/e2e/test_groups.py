@@ -1,0 +1,236 @@
+"""Groups across the three apps through a real server process, with real Sender Keys.
+
+Covers: members of all three apps, an offline member who catches up, a removal followed by
+messages the removed member must not decrypt (not even given the ciphertext), and a member
+joining midway who reads what follows but cannot decrypt what came before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from e2e.harness import BUDI, GUARD_SECONDS, MEGA, RINA, ServerProcess, app_key
+from kurir.client.client import Client
+from kurir.client.content import GroupAction, GroupChange, GroupMessage, Text
+from kurir.client.errors import ServerError
+from kurir.client.events import DeliveryEvent, MessageEvent
+from kurir.client.group_store import SqliteSenderKeyStore
+from kurir.client.store import ClientStore
+from kurir.crypto.address import DeviceId, ProtocolAddress
+from kurir.crypto.errors import DuplicateMessageError, NoSenderKeyStateError
+from kurir.crypto.sender_keys import group_decrypt
+from kurir.wire.frames import Envelope, EnvelopeType
+
+DEWI = "instagram:@dewi"
+
+
+class People:
+    """Opens registered clients whose taps keep every envelope they received."""
+
+    def __init__(self, root: Path, server: ServerProcess) -> None:
+        self.root = root
+        self.server = server
+        self.taps: dict[str, list[Envelope]] = {}
+        self.opened: list[Client] = []
+
+    def profile(self, address: str) -> Path:
+        return self.root / "profiles" / address.replace(":", "_")
+
+    async def open(self, address: str, *, connect: bool = True) -> Client:
+        tap = self.taps.setdefault(address, [])
+        client = await Client.open(
+            self.profile(address), self.server.url, app_key=app_key(address), tap=tap.append
+        )
+        self.opened.append(client)
+        if client.account is None:
+            await client.register(address)
+        if connect:
+            await client.connect()
+            await client.wait_drained()
+        return client
+
+    async def close(self) -> None:
+        for client in self.opened:
+            await client.close()
+
+
+@pytest.fixture
+async def people(tmp_path: Path, server: ServerProcess) -> AsyncIterator[People]:
+    made = People(tmp_path, server)
+    yield made
+    await made.close()
+
+
+async def group_events(client: Client, count: int) -> list[MessageEvent]:
+    """The next ``count`` group messages or changes (delivery receipts are skipped)."""
+    found: list[MessageEvent] = []
+    async with asyncio.timeout(GUARD_SECONDS):
+        while len(found) < count:
+            event = await client.next_event()
+            client.handled(event)
+            match event:
+                case DeliveryEvent():
+                    continue
+                case MessageEvent(body=GroupMessage() | GroupChange()):
+                    found.append(event)
+                case _:
+                    raise AssertionError(f"unexpected event {event}")
+    return found
+
+
+def said(event: MessageEvent) -> str:
+    body = event.body
+    assert isinstance(body, GroupMessage)
+    assert isinstance(body.message, Text)
+    return body.message.text
+
+
+def group_ciphertexts(envelopes: list[Envelope]) -> list[Envelope]:
+    return [e for e in envelopes if e.type == EnvelopeType.SENDER_KEY]
+
+
+def try_decrypt(profile: Path, envelope: Envelope) -> bytes:
+    """Decrypt a captured group ciphertext with the sender keys kept in ``profile``."""
+    assert envelope.source is not None
+    assert envelope.source_device is not None
+    store = ClientStore.open(profile, lambda: 0)
+    try:
+        sender = ProtocolAddress(str(envelope.source), DeviceId(envelope.source_device))
+        return group_decrypt(envelope.body, SqliteSenderKeyStore(store), sender)
+    finally:
+        store.close()
+
+
+async def test_three_apps_offline_member_removal_and_late_joiner(people: People) -> None:
+    budi = await people.open(BUDI)
+    mega = await people.open(MEGA)
+    rina = await people.open(RINA, connect=False)  # registered, offline
+    info = await budi.groups.create("Makan malam", [MEGA, RINA])
+    gid = info.group_id
+    assert {m.address for m in info.members} == {BUDI, MEGA, RINA}
+    await budi.groups.send_text(gid, "halo semua")
+    await mega.groups.send_text(gid, "halo juga dari Messenger")
+
+    created, first = await group_events(mega, 2)
+    assert isinstance(created.body, GroupChange)
+    assert created.body.action is GroupAction.CREATED
+    assert (created.sender, said(first)) == (BUDI, "halo semua")
+    (from_mega,) = await group_events(budi, 1)
+    assert (from_mega.sender, said(from_mega)) == (MEGA, "halo juga dari Messenger")
+
+    # the offline member catches up on everything, in order, once
+    await rina.connect()
+    await rina.wait_drained()
+    got = await group_events(rina, 3)
+    assert isinstance(got[0].body, GroupChange)
+    assert [said(e) for e in got[1:]] == ["halo semua", "halo juga dari Messenger"]
+    await rina.groups.send_text(gid, "hadir dari Instagram")
+    assert [said(e) for e in await group_events(budi, 1)] == ["hadir dari Instagram"]
+    assert [said(e) for e in await group_events(mega, 1)] == ["hadir dari Instagram"]
+
+    # removal: what follows is neither delivered to nor decryptable by Rina
+    await budi.groups.remove(gid, RINA)
+    await budi.groups.send_text(gid, "rahasia tanpa Rina")
+    await mega.groups.send_text(gid, "rahasia juga")
+    removed, secret = await group_events(mega, 2)
+    assert isinstance(removed.body, GroupChange)
+    assert removed.body.action is GroupAction.REMOVED
+    assert said(secret) == "rahasia tanpa Rina"
+    assert [said(e) for e in await group_events(budi, 1)] == ["rahasia juga"]
+    with pytest.raises(ServerError) as refused:
+        await rina.groups.send_text(gid, "masih di sini?")
+    assert refused.value.code == "not_found"
+    await rina.close()
+    after_removal = group_ciphertexts(people.taps[MEGA])[-2:]  # Budi's change and secret
+    after_removal += group_ciphertexts(people.taps[BUDI])[-1:]  # Mega's secret
+    assert {e.source_address for e in after_removal} == {BUDI, MEGA}
+    for envelope in after_removal:
+        with pytest.raises(NoSenderKeyStateError):
+            try_decrypt(people.profile(RINA), envelope)
+    # what Rina received before the removal she could read (the keys were hers)
+    assert not any(e.message_id in {x.message_id for x in after_removal} for e in people.taps[RINA])
+
+    # a member joining midway reads what follows, not what came before
+    dewi = await people.open(DEWI)
+    await budi.groups.add(gid, [DEWI])
+    await mega.groups.send_text(gid, "selamat datang Dewi")
+    added, welcome = await group_events(dewi, 2)
+    assert isinstance(added.body, GroupChange)
+    assert added.body.action is GroupAction.ADDED
+    assert (welcome.sender, said(welcome)) == (MEGA, "selamat datang Dewi")
+    await dewi.close()
+    earlier = [e for e in group_ciphertexts(people.taps[BUDI]) if e.source_address == MEGA]
+    assert len(earlier) >= 3
+    for envelope in earlier[:-1]:  # the last one is the welcome, which Dewi read
+        with pytest.raises((DuplicateMessageError, NoSenderKeyStateError)):
+            try_decrypt(people.profile(DEWI), envelope)
+
+
+async def test_member_who_leaves_cannot_read_later_messages(people: People) -> None:
+    budi = await people.open(BUDI)
+    mega = await people.open(MEGA)
+    rina = await people.open(RINA)
+    gid = (await budi.groups.create("Arisan", [MEGA, RINA])).group_id
+    await mega.groups.send_text(gid, "sebelum")
+    assert [said(e) for e in (await group_events(rina, 2))[1:]] == ["sebelum"]
+    await rina.groups.leave(gid)
+    created, left = await group_events(mega, 2)
+    await mega.groups.send_text(gid, "sesudah")
+    events = await group_events(budi, 3)
+    assert any(
+        isinstance(e.body, GroupChange) and e.body.action is GroupAction.LEFT for e in events
+    )
+    assert said(events[-1]) == "sesudah"
+    assert all(g.group_id != gid for g in await rina.groups.list())
+    await rina.close()
+    latest = group_ciphertexts(people.taps[BUDI])[-1]
+    with pytest.raises(NoSenderKeyStateError):
+        try_decrypt(people.profile(RINA), latest)
+    assert isinstance(created.body, GroupChange)
+    assert isinstance(left.body, GroupChange)
+    assert (left.sender, left.body.action) == (RINA, GroupAction.LEFT)
+
+
+async def test_cli_group_commands(server: ServerProcess, tmp_path: Path) -> None:
+    from e2e.test_cli import kurir
+
+    profiles = {
+        a: ["client", "--profile", str(tmp_path / a.replace(":", "_")), "--json"]
+        for a in (BUDI, MEGA, RINA)
+    }
+    for address, base in profiles.items():
+        code, out, err = await kurir(*base, "--server", server.url, "register", address)
+        assert code == 0, err
+    budi, mega, rina = profiles[BUDI], profiles[MEGA], profiles[RINA]
+    code, out, err = await kurir(*budi, "group", "create", "Tiga aplikasi", MEGA, RINA)
+    assert code == 0, err
+    created = json.loads(out)
+    assert created["event"] == "created"
+    assert {m["address"] for m in created["members"]} == {BUDI, MEGA, RINA}
+    code, out, err = await kurir(*budi, "group", "send", "Tiga aplikasi", "halo grup")
+    assert code == 0, err
+    code, out, err = await kurir(*rina, "receive")
+    assert code == 0, err
+    texts = [json.loads(line)["text"] for line in out.splitlines()]
+    assert texts[-1].endswith("halo grup")
+    assert texts[-1].startswith(f"[group {created['group_id'][:8]}]")
+    code, out, err = await kurir(*mega, "group", "remove", created["group_id"], RINA)
+    assert code == 1
+    assert "admin" in json.loads(out)["error"]
+    code, out, err = await kurir(*budi, "group", "remove", created["group_id"], RINA)
+    assert code == 0, err
+    code, out, err = await kurir(*rina, "group", "list")
+    assert (code, out) == (0, "")
+    code, out, err = await kurir(*rina, "group", "send", created["group_id"], "masih?")
+    assert code == 1
+    code, out, err = await kurir(*mega, "group", "list")
+    (listed,) = [json.loads(line) for line in out.splitlines()]
+    assert {m["address"] for m in listed["members"]} == {BUDI, MEGA}
+    code, out, err = await kurir(*mega, "group", "leave", "Tiga aplikasi")
+    assert code == 0, err
+    assert json.loads(out)["event"] == "left"
