@@ -94,7 +94,7 @@ def synapse_python() -> Path:
 
 def synapse_version(python: Path) -> str:
     out = subprocess.run(
-        [python, "-c", "import synapse; print(synapse.__version__)"],
+        [python, "-c", "import importlib.metadata as m; print(m.version('matrix-synapse'))"],
         capture_output=True,
         text=True,
         check=True,
@@ -465,6 +465,7 @@ async def run_synapse_phases(
                 await asyncio.sleep(0.25)
                 peak = max(peak, rss_bytes(synapse.pid))
             s1, g1 = cpu_total([synapse.pid]), cpu_total([me])
+            load_avg = os.getloadavg()[0]
             await runner
             deadline = time.monotonic() + drain
             while phase.delivered < phase.accepted and time.monotonic() < deadline:  # noqa: ASYNC110
@@ -488,6 +489,7 @@ async def run_synapse_phases(
                 server_rss_mib=peak / 2**20,
                 generator_cpu_pct=cpu_percent(g0, g1),
                 generator_max_lag_ms=phase.max_lag_ns / 1e6,
+                load_avg_1m=load_avg,
             )
             console.log(
                 f"synapse {'max' if rate is None else rate}: "
@@ -514,6 +516,7 @@ def table(results: list[PhaseResult]) -> Table:
         "server CPU %",
         "server RSS MiB",
         "generator CPU %",
+        "load avg",
     ):
         t.add_column(name, justify="right")
     for r in results:
@@ -537,6 +540,7 @@ def table(results: list[PhaseResult]) -> Table:
             f"{r.server_cpu_pct:.0f}",
             f"{r.server_rss_mib:.0f}",
             f"{r.generator_cpu_pct:.0f}",
+            f"{r.load_avg_1m:.1f}",
         )
     return t
 

@@ -110,7 +110,11 @@ CLOCK_BUDGET: Final = timedelta(days=29)
 """The clock never reaches the 30-day limit on unanswered sessions."""
 
 DOCUMENTED: Final = (DuplicateMessageError, InvalidMessageError, NoSessionError)
+"""What delivering an untampered message may raise (subclasses included)."""
+
 TAMPERED: Final = (SignalProtocolError,)
+"""What a tampered copy may raise: any error of kurir's tree (a flipped identity key gives
+`UntrustedIdentityError`, a flipped key type byte an `InvalidKeyError`), nothing else."""
 
 LAST_RESORT_ID: Final = 0xFFFFFF
 

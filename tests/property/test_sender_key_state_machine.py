@@ -13,13 +13,14 @@ whose keys are kept. From that it predicts every delivery:
 1. a group message decrypts to exactly what was sent, and at most once per receiver history;
 2. it decrypts whenever the receiver holds its chain and has not used its iteration, in any order
    (skipped keys), and a distribution message processed late or twice never loses progress;
-3. otherwise the error is the documented one (and a message with any bit flipped never
-   decrypts): `NoSenderKeyStateError` (chain unknown: never
+3. otherwise the error is the documented one: `NoSenderKeyStateError` (chain unknown: never
    distributed, or evicted by five newer chains), `DuplicateMessageError` (iteration used, or
-   older than the distribution message the receiver started from); no other exception occurs and
-   a failed decryption leaves the receiver's store byte-identical;
+   older than the distribution message the receiver started from); a message with any bit
+   flipped never decrypts; no other exception occurs, and a failed decryption leaves the
+   receiver's store byte-identical;
 4. the sender's iterations count up from 0 in each chain; a rotation (the sender forgets its
-   chain, as on a member's removal) starts a new chain with a new id;
+   chain, as on a member's removal) starts a new chain with a new id; without a chain, encryption
+   fails with `NoSenderKeyStateError` and changes nothing;
 5. stores rebuilt from their serialized form, and receivers rolled back to a snapshot, behave
    as the model (rolled back with them) says. A rolled-back receiver may decrypt again what it
    had decrypted after the snapshot: exactly once holds per receiver history.
@@ -150,19 +151,24 @@ class SenderKeyMachine(RuleBasedStateMachine):
         self.pool: list[Delivery] = []
         self.delivered: list[Delivery] = []
         self.next_id = 0
+        self.content = random.Random(0)
 
     @initialize(
         seed=st.integers(0, 2**32 - 1),
+        chain=st.booleans(),
         receivers=st.sets(st.integers(0, 2)),
         first_messages=st.lists(st.integers(0, 64), max_size=6),
     )
-    def create(self, seed: int, receivers: set[int], first_messages: list[int]) -> None:
-        """The sender makes its chain, sends its distribution message to some receivers, then
-        a few group messages."""
+    def create(
+        self, seed: int, chain: bool, receivers: set[int], first_messages: list[int]
+    ) -> None:
+        """The sender makes its chain (or not yet), sends its distribution message to some
+        receivers, then a few group messages."""
         self.rng = random.Random(seed).randbytes
         self.group = uuid.UUID(bytes=self.rng(16), version=4)
         self.content = random.Random(seed + 1)
-        self._distribute(sorted(receivers))
+        if chain:
+            self._distribute(sorted(receivers))
         self._send(first_messages)
 
     def teardown(self) -> None:

@@ -8,6 +8,7 @@ from uuid import UUID
 
 import pytest
 
+from kurir.server.storage.errors import MailboxFull
 from kurir.server.storage.groups import (
     GroupFull,
     GroupId,
@@ -20,7 +21,7 @@ from kurir.server.storage.groups import (
 )
 from kurir.server.storage.memory import MemoryEngine
 from kurir.server.storage.protocols import Storage, StorageEngine
-from kurir.server.storage.records import NewDevice
+from kurir.server.storage.records import NewDevice, OutgoingEnvelope
 from kurir.server.storage.sqlite import SqliteEngine
 from kurir.server.types import AccountId, DeviceId, DeviceRef
 from kurir.wire.address import Address
@@ -29,6 +30,7 @@ G = GroupId(UUID(int=100))
 IDS = [AccountId(UUID(int=i)) for i in range(1, 6)]
 A, B, C, D, E = IDS
 DEVICE = NewDevice(None, 1, b"s" * 16, b"h" * 32)
+FAR = 10**15
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -133,3 +135,44 @@ async def test_settings_and_fanout(storage: Storage) -> None:
     assert sorted(await groups.fanout_devices(G, A)) == sorted(
         [DeviceRef(A, DeviceId(1)), DeviceRef(B, DeviceId(1)), DeviceRef(B, second)]
     )
+
+
+async def test_fan_out_is_one_atomic_idempotent_enqueue(storage: Storage) -> None:
+    groups = _groups(storage)
+    await groups.create(G, name="n", avatar=None, creator=A, members=[B, C], now=1, cap=9)
+    a2 = await storage.accounts.add_device(A, DEVICE, now=2, max_devices=5)
+    mid = b"m" * 16
+    template = OutgoingEnvelope(A, DeviceId(1), mid, 7, A, DeviceId(1), "x:1", mid, 5, b"ct")
+    sender = DeviceRef(A, DeviceId(1))
+    woken = await groups.fan_out(G, sender, template, now=10, expires_at=FAR, cap=2)
+    expected = {DeviceRef(A, a2), DeviceRef(B, DeviceId(1)), DeviceRef(C, DeviceId(1))}
+    assert set(woken) == expected
+    assert await groups.fan_out(G, sender, template, now=11, expires_at=FAR, cap=2) == []
+    for ref in expected:
+        (got,) = await storage.mailboxes.fetch(
+            ref.account_id, ref.device_id, after_seq=0, limit=10, now=12
+        )
+        assert (got.body, got.type, got.source, got.source_device) == (b"ct", 7, A, 1)
+    assert await storage.mailboxes.fetch(A, DeviceId(1), after_seq=0, limit=10, now=12) == []
+    with pytest.raises(UnknownGroup):
+        await groups.fan_out(G, DeviceRef(D, DeviceId(1)), template, now=12, expires_at=FAR, cap=2)
+    # B's mailbox reaches the cap: the whole fan-out is refused, nobody gets the copy
+    other = OutgoingEnvelope(B, DeviceId(1), b"o" * 16, 1, None, None, None, b"o" * 16, 1, b"z")
+    await storage.mailboxes.enqueue([other], now=12, expires_at=FAR, cap=9)
+    second = OutgoingEnvelope(
+        A, DeviceId(1), b"n" * 16, 7, A, DeviceId(1), "x:1", b"n" * 16, 6, b"c"
+    )
+    with pytest.raises(MailboxFull):
+        await groups.fan_out(G, sender, second, now=13, expires_at=FAR, cap=2)
+    for ref in expected:
+        box = await storage.mailboxes.fetch(
+            ref.account_id, ref.device_id, after_seq=0, limit=10, now=14
+        )
+        assert [e.message_id for e in box if e.message_id == b"n" * 16] == []
+    # acknowledged copies are not enqueued again
+    await storage.mailboxes.acknowledge(
+        C, DeviceId(1), [1], now=15, expires_at=FAR, receipt_source_address=None
+    )
+    assert await groups.fan_out(G, sender, template, now=16, expires_at=FAR, cap=9) == []
+    assert await storage.mailboxes.last_seq(C, DeviceId(1)) == 1
+    assert await storage.mailboxes.last_seq(A, DeviceId(1)) == 1  # the receipt from C

@@ -19,8 +19,11 @@ import multiprocessing
 import os
 import platform
 import shutil
+import signal
+import subprocess
 import tempfile
 import time
+import tracemalloc
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -57,6 +60,7 @@ __all__ = [
     "PhaseResult",
     "Progress",
     "WorkerPool",
+    "allocation_growth",
     "machine_info",
     "percentiles",
     "run_idle",
@@ -98,6 +102,8 @@ class PhaseResult:
         server_rss_mib: Peak server RSS sampled during the window.
         generator_cpu_pct: All generator processes together, percent of one core.
         generator_max_lag_ms: How late the generator sent against its schedule (fixed rate).
+        load_avg_1m: The machine's 1-minute load average at the end of the window: above
+            about 2 on this 2-core machine, something else competed for the CPUs.
     """
 
     server: str
@@ -118,6 +124,7 @@ class PhaseResult:
     server_rss_mib: float
     generator_cpu_pct: float
     generator_max_lag_ms: float
+    load_avg_1m: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +195,18 @@ def machine_info() -> dict[str, Any]:
     mem = 0
     with contextlib.suppress(OSError), open("/proc/meminfo", encoding="utf-8") as f:
         mem = int(f.readline().split()[1]) * 1024
+    revision = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        revision = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],  # noqa: S607 - informational only
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+            check=False,
+        ).stdout.strip()
     return {
+        "kurir_revision": revision,
         "cpus": os.cpu_count(),
         "cpu_model": model,
         "memory_gib": round(mem / 1024**3, 1),
@@ -358,6 +376,7 @@ def run_phase(
             peak = max(peak, rss_bytes(server.pid))
     server_after = cpu_total([server.pid])
     gen_after = cpu_total(workers.pids)
+    load_avg = os.getloadavg()[0]
     deadline = time.monotonic() + options.drain_s
     while time.monotonic() < deadline:
         sent, accepted = workers.total(C_SENT), workers.total(C_ACCEPTED)
@@ -393,6 +412,7 @@ def run_phase(
         server_rss_mib=peak / _MIB,
         generator_cpu_pct=cpu_percent(gen_before, gen_after),
         generator_max_lag_ms=max(s.max_lag_ns for s in stats) / 1e6,
+        load_avg_1m=load_avg,
     )
 
 
@@ -448,25 +468,36 @@ def run_idle(
     settle_s: float = 5.0,
     data_dir: Path | None = None,
     progress: Progress | None = None,
+    trace_to: Path | None = None,
 ) -> IdleResult:
     """Connect ``devices`` idle devices; report the server's RSS growth per device.
 
     The baseline is taken after registration (so the accounts' own memory is not counted)
     and after ``settle_s`` seconds; the second reading after every device received its
-    ``drained`` and another ``settle_s`` seconds.
+    ``drained`` and another ``settle_s`` seconds. With ``trace_to``, the server runs with
+    the ``tracemalloc`` variant and writes an allocation snapshot at both readings
+    (``trace_to.1`` and ``trace_to.2``; tracing itself costs memory, so RSS is then higher).
     """
     raise_fd_limit()
+    variants: tuple[str, ...] = ()
+    if trace_to is not None:
+        variants = ("tracemalloc",)
+        os.environ["KURIR_TRACEMALLOC_OUT"] = str(trace_to.resolve())
     with _data_dir(data_dir) as directory:
-        server = start_kurir_server(directory)
+        server = start_kurir_server(directory, variants=variants)
         pool: WorkerPool | None = None
         try:
             creds = _register(server, devices, progress)
             time.sleep(settle_s)
             before = rss_bytes(server.pid)
+            if trace_to is not None:
+                _snapshot(server, trace_to, 1)
             pool = _raw_workers(server, creds, workers, 200)
             pool.wait_ready(len(creds), progress)
             time.sleep(settle_s)
             after = rss_bytes(server.pid)
+            if trace_to is not None:
+                _snapshot(server, trace_to, 2)
             connected = pool.total(C_CONNECTED)
         finally:
             if pool is not None:
@@ -480,3 +511,30 @@ def run_idle(
         bytes_per_device=(after - before) / max(connected, 1),
         settle_s=settle_s,
     )
+
+
+def _snapshot(server: ServerProcess, trace_to: Path, n: int) -> None:
+    target = trace_to.with_name(f"{trace_to.name}.{n}")
+    target.unlink(missing_ok=True)
+    os.kill(server.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 120
+    while not target.exists():  # written whole by an atomic rename
+        if time.monotonic() > deadline:
+            raise RuntimeError("the server wrote no allocation snapshot")
+        time.sleep(0.1)
+
+
+def allocation_growth(trace_to: Path, devices: int, *, top: int = 15) -> list[tuple[str, float]]:
+    """Which code holds the growth between the idle run's two snapshots, bytes per device."""
+    before = tracemalloc.Snapshot.load(str(trace_to.with_name(f"{trace_to.name}.1")))
+    after = tracemalloc.Snapshot.load(str(trace_to.with_name(f"{trace_to.name}.2")))
+    stats = after.compare_to(before, "lineno")
+    rows = [
+        (
+            f"{s.traceback[0].filename.split('site-packages/')[-1]}:{s.traceback[0].lineno}",
+            s.size_diff / max(devices, 1),
+        )
+        for s in stats[:top]
+    ]
+    total = sum(s.size_diff for s in stats) / max(devices, 1)
+    return [("all traced Python allocations", total), *rows]

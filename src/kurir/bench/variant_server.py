@@ -10,6 +10,10 @@ applied here from the outside so that the server's own files stay untouched:
   proposed change is one line in ``kurir/cli/serve.py``: run ``_serve`` under
   ``uvloop.run`` when uvloop is installed (it is, through ``uvicorn[standard]``).
 
+* ``tracemalloc``: not a proposed change but a measurement: trace Python allocations
+  (:mod:`tracemalloc`, 8 frames) and write a snapshot to ``$KURIR_TRACEMALLOC_OUT.<n>`` on each
+  SIGUSR1, so the idle run can say which code holds the memory of an idle connection.
+
 Never used in production; nothing imports it but the bench.
 
 Usage: ``python -m kurir.bench.variant_server --variant=uvloop [kurir serve options]``.
@@ -19,14 +23,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
+import tracemalloc
+from pathlib import Path
+from types import FrameType
 from typing import Final
 
 from kurir.cli import serve
 
-__all__ = ["VARIANTS", "main"]
+__all__ = ["TRACEMALLOC_ENV", "VARIANTS", "main"]
 
-VARIANTS: Final = ("uvloop",)
+VARIANTS: Final = ("uvloop", "tracemalloc")
+TRACEMALLOC_ENV: Final = "KURIR_TRACEMALLOC_OUT"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +49,23 @@ def main(argv: list[str] | None = None) -> int:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    if "tracemalloc" in args.variant:
+        _trace_allocations(Path(os.environ[TRACEMALLOC_ENV]))
     return serve.run(args)
+
+
+def _trace_allocations(output: Path) -> None:
+    tracemalloc.start(8)
+    taken = 0
+
+    def dump(signum: int, frame: FrameType | None) -> None:
+        nonlocal taken
+        taken += 1
+        target = output.with_name(f"{output.name}.{taken}")
+        tracemalloc.take_snapshot().dump(str(target) + ".tmp")
+        os.replace(str(target) + ".tmp", target)  # the reader sees only whole files
+
+    signal.signal(signal.SIGUSR1, dump)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,13 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="record the server with py-spy during the phases (collapsed stacks) and summarise",
     )
+    parser.add_argument(
+        "--trace-memory",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --idle: tracemalloc snapshots of the server (FILE.1, FILE.2) and a summary",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--idle", action="store_true", help="memory per idle connected device")
     mode.add_argument("--sdk", action="store_true", help="devices are real SDK clients")
@@ -73,7 +80,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True)
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        console = Console(stderr=True, width=160)  # a log file: the whole table, unwrapped
+    return console
 
 
 def _progress_bar(console: Any) -> tuple[Any, Any]:
@@ -108,6 +118,7 @@ def _table(results: list[PhaseResult]) -> Any:
         "server CPU %",
         "server RSS MiB",
         "generator CPU %",
+        "load avg",
     ):
         table.add_column(name, justify="right")
     for r in results:
@@ -125,13 +136,20 @@ def _table(results: list[PhaseResult]) -> Any:
             f"{r.server_cpu_pct:.0f}",
             f"{r.server_rss_mib:.0f}",
             f"{r.generator_cpu_pct:.0f}",
+            f"{r.load_avg_1m:.1f}",
         )
     return table
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; return the exit status (1 if any error was counted)."""
-    from kurir.bench.load import LoadOptions, machine_info, run_idle, run_load
+    from kurir.bench.load import (
+        LoadOptions,
+        allocation_growth,
+        machine_info,
+        run_idle,
+        run_load,
+    )
     from kurir.bench.plot import INSTALL_HINT, have_plotting, plot_results, write_json
     from kurir.bench.profile import ServerProfiler, format_summary, summarise
 
@@ -153,9 +171,17 @@ def run(args: argparse.Namespace) -> int:
     with bar:
         if args.idle:
             idle = run_idle(
-                args.devices, workers=args.workers, data_dir=args.data_dir, progress=progress
+                args.devices,
+                workers=args.workers,
+                data_dir=args.data_dir,
+                progress=progress,
+                trace_to=args.trace_memory,
             )
             document["idle"] = idle
+            if args.trace_memory is not None:
+                document["idle_allocations_per_device"] = allocation_growth(
+                    args.trace_memory, idle.connected
+                )
         elif args.sdk:
             from kurir.bench.sdk import run_sdk
 
@@ -204,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
             f"{idle.bytes_per_device / 1024:.1f} KiB per device"
         )
         failed = idle.connected != idle.devices
+        for where, size in document.get("idle_allocations_per_device", []):
+            console.print(f"{size:10.0f} B/device  {where}")
     else:
         phases: list[PhaseResult] = document["phases"]
         console.print(_table(phases))

@@ -32,7 +32,7 @@ from typing import Any, Final
 from rich.console import Console
 from rich.markup import escape
 
-from kurir.cli import group
+from kurir.cli import group, metadata
 from kurir.client.client import DEV_CODE, Client
 from kurir.client.content import (
     Body,
@@ -119,6 +119,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     trust.add_argument("address", metavar="ADDRESS")
 
     group.add_parser(commands)
+    metadata.add_parsers(commands)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -263,6 +264,7 @@ _COMMANDS: Final[dict[str, Callable[[Client, argparse.Namespace, Output], Awaita
     "lookup": _lookup,
     "trust": _trust,
     "group": group.run,
+    **metadata.COMMANDS,  # block, requests, archive, mute, sound, contacts, report (issue 5)
 }
 
 

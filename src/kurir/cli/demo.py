@@ -30,7 +30,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from kurir.client.client import Client
-from kurir.client.content import MessageRef, Reaction, Text
+from kurir.client.content import GroupMessage, MessageRef, Reaction, Text
 from kurir.client.errors import ClientError
 from kurir.client.events import DeliveryEvent, MessageEvent, MessageId
 from kurir.server.app import DB_FILE, create_app
@@ -48,6 +48,7 @@ _TYPE_NAMES: Final = {
     EnvelopeType.CIPHERTEXT: "SignalMessage",
     EnvelopeType.PREKEY_BUNDLE: "PreKeySignalMessage",
     EnvelopeType.SERVER_DELIVERY_RECEIPT: "delivery receipt",
+    EnvelopeType.SENDER_KEY: "SenderKeyMessage",
 }
 
 
@@ -94,7 +95,13 @@ class _LogCapture(logging.Handler):
 async def _embedded_server(data_dir: Path) -> AsyncIterator[str]:
     sock = bind_socket("127.0.0.1", 0)
     port = int(sock.getsockname()[1])
-    config = ServerConfig(apps=load_apps(), data_dir=data_dir, host="127.0.0.1", port=port)
+    config = ServerConfig(
+        apps=load_apps(),
+        data_dir=data_dir,
+        host="127.0.0.1",
+        port=port,
+        default_reachability="everyone",  # strangers of other apps land as message requests
+    )
     app = create_app(config, clock=SystemClock(), rng=SystemRng())
     server = make_server(app, host="127.0.0.1", port=port)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
@@ -265,6 +272,8 @@ class _Script:
         text = "Halo Mega! Budi di sini, dari WhatsApp 👋"
         await self.send(budi, mega, text)
         event, receipts = await self.read(mega)
+        requests = [r.address for r in await mega.require().metadata.requests()]
+        receipts.append(f"[dim]message request from {escape(', '.join(map(str, requests)))}[/]")
         self.row(
             {"Budi": f"→ Mega: {escape(text)}", "Mega": _lines(receipts, _said(budi, event))},
             self.stored(mega, mega.envelopes[-1:]),
@@ -340,6 +349,60 @@ class _Script:
             {"Budi": f"safety number with Rina:\n{shown}", "Rina": f"with Budi:\n{shown}"},
             "[dim]the server never sees safety numbers[/]",
         )
+        await self.group_chat()
+        await self.metadata_tour()
+
+    async def metadata_tour(self) -> None:
+        """Issue 5: a block across apps, archive and a custom sound, as the server keeps them."""
+        budi, mega, rina = self.users
+        await rina.require().metadata.block(mega.address)
+        before = await _received_from(rina, mega)
+        text = "Rina? Kok diam saja?"
+        await self.send(mega, rina, text)
+        after = await _received_from(rina, mega)
+        if after != before:
+            raise RuntimeError("a blocked sender's message was delivered")
+        self.row(
+            {
+                "Rina": f"blocks [bold]{escape(mega.address)}[/] (another app)",
+                "Mega": f"→ Rina: {escape(text)}\n[dim]sent ✓, never delivered[/]",
+            },
+            "blocks are by account, across apps: result ok to Mega, nothing enqueued, no"
+            f" receipt; Rina's count from Mega stays {after}",
+        )
+        md = budi.require().metadata
+        await md.set_flags(rina.address, archived=True, sound="kentongan")
+        chat = next(c for c in await md.conversations() if c.address == rina.address)
+        self.row(
+            {"Budi": f"archives the chat with Rina, sound “{chat.sound}”"},
+            f"conversation flags (synced to Budi's devices): archived={chat.archived},"
+            f" sound={chat.sound}; counts: sent {chat.sent}, received {chat.received}",
+        )
+
+    async def group_chat(self) -> None:
+        """A group of the three apps: Sender Keys, one ciphertext fanned out by the server."""
+        budi, mega, rina = self.users
+        name = "Makan bakso"
+        info = await budi.require().groups.create(name, [mega.address, rina.address])
+        text = "Grup tiga aplikasi: bakso jam 7, jangan telat!"
+        await budi.require().groups.send_text(info.group_id, text)
+        self.texts.append(text)
+        cells = {"Budi": f"created group “{name}” → {escape(text)}"}
+        for user in (mega, rina):
+            client = user.require()
+            async with asyncio.timeout(GUARD_SECONDS):
+                while True:
+                    event = await client.next_event()
+                    client.handled(event)
+                    if isinstance(event, MessageEvent) and isinstance(event.body, GroupMessage):
+                        break
+            cells[user.name] = f"in “{name}”:\n{_said(budi, event)}"
+        self.row(
+            cells,
+            f"group {str(info.group_id)[:8]}: 3 members of 3 apps (group members are metadata"
+            f" the server keeps)\n{self.stored(mega, mega.envelopes[-1:])}\n(same"
+            " SenderKeyMessage fanned out to Rina)",
+        )
 
     async def _queued_for(self, user: _User) -> str:
         rows = self.mailbox_rows(user)
@@ -395,12 +458,18 @@ async def _demo(console: Console, logs: _LogCapture) -> None:
         )
 
 
+async def _received_from(user: _User, peer: _User) -> int:
+    chats = await user.require().metadata.conversations()
+    return next((c.received for c in chats if c.address == peer.registered), 0)
+
+
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def _said(sender: _User, event: MessageEvent) -> str:
-    match event.body:
+    body_of = event.body.message if isinstance(event.body, GroupMessage) else event.body
+    match body_of:
         case Text(text=text):
             body = escape(text)
         case Reaction(emoji=emoji):

@@ -61,6 +61,7 @@ from kurir.client.group_store import GroupReceiver
 from kurir.client.groups import Groups
 from kurir.client.incoming import EnvelopeTap, Incoming
 from kurir.client.keystore import SqliteProtocolStore
+from kurir.client.metadata import Metadata
 from kurir.client.outgoing import Outgoing
 from kurir.client.retry import Retries, RetryRequest
 from kurir.client.store import DB_FILE, Account, ClientStore, Contact
@@ -418,6 +419,12 @@ class Client:
     def channel(self) -> MessageChannel | None:
         """The open message channel, if connected (tests use it to drop the connection)."""
         return self._channel
+
+    @property
+    def metadata(self) -> Metadata:
+        """Blocks, requests, archive, mute, sound, contacts, profile, report (issue 5)."""
+        self._require_account()
+        return Metadata(self._http)
 
     @property
     def groups(self) -> Groups:

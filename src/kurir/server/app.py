@@ -164,7 +164,6 @@ def create_app(
                 if storage.groups is None
                 else GroupService(
                     storage.groups,
-                    storage.mailboxes,
                     registry,
                     clock=clock,
                     rng=rng,

@@ -19,7 +19,7 @@ from kurir.server.config import AppCatalogue, ServerConfig
 from kurir.server.connections import ConnectionRegistry
 from kurir.server.services.contacts import ContactService
 from kurir.server.services.conversations import ConversationService, SettingsListener
-from kurir.server.services.delivery import MetadataSendHooks
+from kurir.server.services.delivery import MetadataSendHooks, SettingsSync
 from kurir.server.services.policy import PolicyService
 from kurir.server.services.profiles import ProfileService
 from kurir.server.services.push import (
@@ -84,7 +84,8 @@ def build_metadata(
         clock: Time source.
         default_reachability: Reachability of accounts that never chose one.
         push_provider: Where pushes go; default: the development log provider.
-        listener: Told when an account's synced settings changed.
+        listener: Told when an account's synced settings changed; default: a ``sync``
+            push to the account's other devices.
     """
     store: MetadataStore | None = getattr(storage, "metadata", None)
     if store is None:
@@ -97,10 +98,13 @@ def build_metadata(
         default_reachability=default_reachability,
         clock=clock,
     )
-    conversations = ConversationService(
-        store, default_reachability=default_reachability, clock=clock, listener=listener
-    )
     push = PushService(push_provider or LogPushProvider(), clock=clock)
+    conversations = ConversationService(
+        store,
+        default_reachability=default_reachability,
+        clock=clock,
+        listener=listener or SettingsSync(storage.accounts, store, push),
+    )
     return MetadataServices(
         store=store,
         policy=policy,

@@ -102,6 +102,7 @@ async def _put_settings(request: Request, services: Services) -> Response:
         default_sound=body.default_sound,
         default_muted=body.default_muted,
         unarchive_on_message=body.unarchive_on_message,
+        by=caller.device_id,
     )
     return json_response(_settings_body(updated))
 
@@ -189,7 +190,12 @@ async def _put_conversation(request: Request, services: Services) -> Response:
     body = await _body(request, m.ConversationFlags)
     md = metadata_of(request)
     row = await md.conversations.set_flags(
-        caller.account_id, peer, archived=body.archived, muted=body.muted, sound=body.sound
+        caller.account_id,
+        peer,
+        archived=body.archived,
+        muted=body.muted,
+        sound=body.sound,
+        by=caller.device_id,
     )
     return json_response(await _conversation_info(md, row))
 

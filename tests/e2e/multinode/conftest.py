@@ -6,10 +6,14 @@ is set (kurir.server.storage.pg_testing, kurir.server.redis_testing).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from e2e.harness import app_key
+from kurir.client.client import Client
 from kurir.server.redis_testing import require_redis
 from kurir.server.storage.pg_testing import fresh_schema, require_postgres, scratch_database
 
@@ -31,3 +35,27 @@ async def database_url(multinode_database: str) -> str:
 async def redis_url() -> str:
     """The local test Redis (``$KURIR_TEST_REDIS`` or redis://127.0.0.1:6379/0)."""
     return await require_redis()
+
+
+OpenClient = Callable[[str, str], Awaitable[Client]]
+"""``await open_client(address, url)``: a registered, connected, drained SDK client."""
+
+
+@pytest.fixture
+async def open_client(tmp_path: Path) -> AsyncIterator[OpenClient]:
+    """Registers and connects SDK clients (profiles in tmp_path); all closed at the end."""
+    opened: list[Client] = []
+
+    async def make(address: str, url: str) -> Client:
+        profile = tmp_path / "profiles" / address.replace(":", "_")
+        client = await Client.open(profile, url, app_key=app_key(address))
+        opened.append(client)
+        await client.register(address)
+        await client.connect()
+        await client.wait_drained()
+        return client
+
+    yield make
+    for client in opened:
+        with contextlib.suppress(Exception):
+            await client.close()

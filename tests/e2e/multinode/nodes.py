@@ -65,6 +65,8 @@ async def start_node(
 ) -> Node:
     """Start ``kurir serve`` and wait for its "listening" line. Stop it with `Node.stop`."""
     args = ["--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port)]
+    # these tests are about routing, not about who may reach whom across apps (issue 5)
+    args += ["--default-reachability", "everyone"]
     if database is not None:
         args += ["--database", database]
     if redis is not None:

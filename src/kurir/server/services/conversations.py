@@ -21,7 +21,7 @@ from kurir.server.storage.metadata_records import (
     ConversationRecord,
     Reachability,
 )
-from kurir.server.types import AccountId, Clock
+from kurir.server.types import AccountId, Clock, DeviceId
 from kurir.wire.errors import ErrorCode
 
 __all__ = ["INHERIT", "ConversationService", "SettingsListener"]
@@ -34,8 +34,8 @@ _MUTE: Final = {"on": True, "off": False, INHERIT: None}
 class SettingsListener(Protocol):
     """Told when an account's synced state changed (to tell its other devices)."""
 
-    def settings_changed(self, account_id: AccountId) -> None:
-        """The account's settings or a conversation's flags changed."""
+    async def settings_changed(self, account_id: AccountId, by: DeviceId | None) -> None:
+        """The account's settings or a conversation's flags changed (by device ``by``)."""
         ...
 
 
@@ -81,6 +81,7 @@ class ConversationService:
         default_sound: str | None = None,
         default_muted: bool | None = None,
         unarchive_on_message: bool | None = None,
+        by: DeviceId | None = None,
     ) -> AccountSettings:
         """Change some settings; ``None`` leaves one as it is.
 
@@ -105,7 +106,7 @@ class ConversationService:
             updated_at=self._clock.now_ms(),
         )
         await self._store.put_settings(account_id, updated)
-        self._changed(account_id)
+        await self._changed(account_id, by)
         return updated
 
     async def set_display_name(self, account_id: AccountId, name: str | None) -> None:
@@ -114,7 +115,7 @@ class ConversationService:
         await self._store.put_settings(
             account_id, replace(current, display_name=name, updated_at=self._clock.now_ms())
         )
-        self._changed(account_id)
+        await self._changed(account_id, None)
 
     async def conversations(self, account_id: AccountId) -> list[ConversationRecord]:
         """Every conversation of the account, most recent activity first."""
@@ -128,6 +129,7 @@ class ConversationService:
         archived: bool | None = None,
         muted: str | None = None,
         sound: str | None = None,
+        by: DeviceId | None = None,
     ) -> ConversationRecord:
         """Change a conversation's archive/mute/sound; ``None`` leaves a flag as it is.
 
@@ -152,7 +154,7 @@ class ConversationService:
         await self._store.set_flags(
             account_id, peer, archived=new_archived, muted=new_muted, sound=new_sound
         )
-        self._changed(account_id)
+        await self._changed(account_id, by)
         return replace(row, archived=new_archived, muted=new_muted, sound=new_sound)
 
     async def notification(self, account_id: AccountId, peer: AccountId) -> tuple[str, bool]:
@@ -165,6 +167,6 @@ class ConversationService:
             return "none", True
         return sound, False
 
-    def _changed(self, account_id: AccountId) -> None:
+    async def _changed(self, account_id: AccountId, by: DeviceId | None) -> None:
         if self.listener is not None:
-            self.listener.settings_changed(account_id)
+            await self.listener.settings_changed(account_id, by)

@@ -18,9 +18,10 @@ from kurir.server.services.policy import Decision, PolicyService, Verdict
 from kurir.server.services.push import PushPayload, PushService
 from kurir.server.storage.metadata_protocols import MetadataStore
 from kurir.server.storage.metadata_records import ConversationState
-from kurir.server.types import AccountId, Clock, DeviceRef
+from kurir.server.storage.records import DeviceRecord
+from kurir.server.types import AccountId, Clock, DeviceId, DeviceRef
 
-__all__ = ["MetadataSendHooks", "Presence"]
+__all__ = ["DeviceLister", "MetadataSendHooks", "Presence", "SettingsSync"]
 
 _log = logging.getLogger("kurir.server.delivery")
 
@@ -97,3 +98,42 @@ class MetadataSendHooks:
                     device.account_id, device.device_id
                 )
                 await self._push.wake(device, subscription, payload)
+
+
+class DeviceLister(Protocol):
+    """Lists an account's devices."""
+
+    async def list_devices(self, account_id: AccountId) -> Sequence[DeviceRecord]:
+        """The account's devices."""
+        ...
+
+
+class SettingsSync:
+    """Tells an account's *other* devices that its synced settings changed (archive, mute,
+    sound, reachability): a silent, content-free push of kind ``sync``; the devices then read
+    ``GET /v1/conversations`` and ``GET /v1/settings``. Devices online over the WebSocket get
+    it too: a push service delivers to a running app.
+
+    Args:
+        accounts: To list the account's devices.
+        store: Push subscriptions.
+        push: The push service (sync pushes are never coalesced away).
+    """
+
+    def __init__(self, accounts: DeviceLister, store: MetadataStore, push: PushService) -> None:
+        self._accounts = accounts
+        self._store = store
+        self._push = push
+
+    async def settings_changed(self, account_id: AccountId, by: DeviceId | None) -> None:
+        """Push ``sync`` to every device of the account except ``by``."""
+        payload = PushPayload(conversation="", sound="none", silent=True, kind="sync")
+        for device in await self._accounts.list_devices(account_id):
+            if device.device_id == by:
+                continue
+            ref = DeviceRef(account_id, device.device_id)
+            subscription = await self._store.push_subscription(account_id, device.device_id)
+            try:
+                await self._push.provider.push(ref, subscription, payload)
+            except Exception:
+                _log.exception("push provider failed")

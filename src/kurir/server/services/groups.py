@@ -29,7 +29,6 @@ from kurir.server.storage.groups import (
     UnknownGroup,
     UnknownMember,
 )
-from kurir.server.storage.protocols import MailboxStore
 from kurir.server.storage.records import OutgoingEnvelope
 from kurir.server.types import AccountId, Clock, Rng
 from kurir.wire.errors import ErrorCode
@@ -111,8 +110,7 @@ class GroupService:
     """Group membership and fan-out.
 
     Args:
-        groups: The group store.
-        mailboxes: The mailbox store (fan-out enqueues into it).
+        groups: The group store (fan-out enqueues through it, into the mailboxes).
         notifier: Wakes live connections after a fan-out commits.
         clock: Time source.
         rng: Randomness for group ids.
@@ -125,7 +123,6 @@ class GroupService:
     def __init__(
         self,
         groups: GroupStore,
-        mailboxes: MailboxStore,
         notifier: Notifier,
         *,
         clock: Clock,
@@ -136,7 +133,6 @@ class GroupService:
         envelope_ttl_ms: int,
     ) -> None:
         self._groups = groups
-        self._mailboxes = mailboxes
         self._notifier = notifier
         self._clock = clock
         self._rng = rng
@@ -281,46 +277,41 @@ class GroupService:
         device on ``message_id``, as :meth:`MessageService.send`).
 
         Returns:
-            The number of devices the message was addressed to.
+            The number of devices that got a new envelope (0 for a retried message).
 
         Raises:
             Refused: ``not_a_member`` (no such group, or the sender is not a member),
                 ``mailbox_full`` (nothing was enqueued).
         """
-        group_id = GroupId(frame.group_id)
-        try:
-            devices = await self._groups.fanout_devices(group_id, sender.account_id)
-        except UnknownGroup:
-            raise Refused(ErrorCode.NOT_A_MEMBER, "not a member of this group") from None
-        source_address = str(sender.address)
-        envelopes = [
-            OutgoingEnvelope(
-                ref.account_id,
-                ref.device_id,
-                frame.message_id,
-                EnvelopeType.SENDER_KEY,
-                sender.account_id,
-                sender.device_id,
-                source_address,
-                frame.message_id,
-                frame.timestamp,
-                frame.body,
-            )
-            for ref in devices
-            if ref != sender.ref
-        ]
-        if not envelopes:
-            return 0
+        template = OutgoingEnvelope(
+            sender.account_id,  # the recipient fields are filled in per member device
+            sender.device_id,
+            frame.message_id,
+            EnvelopeType.SENDER_KEY,
+            sender.account_id,
+            sender.device_id,
+            str(sender.address),
+            frame.message_id,
+            frame.timestamp,
+            frame.body,
+        )
         now = self._clock.now_ms()
         try:
-            woken = await self._mailboxes.enqueue(
-                envelopes, now=now, expires_at=now + self._ttl, cap=self._mailbox_cap
+            woken = await self._groups.fan_out(
+                GroupId(frame.group_id),
+                sender.ref,
+                template,
+                now=now,
+                expires_at=now + self._ttl,
+                cap=self._mailbox_cap,
             )
+        except UnknownGroup:
+            raise Refused(ErrorCode.NOT_A_MEMBER, "not a member of this group") from None
         except MailboxFull:
             raise Refused(ErrorCode.MAILBOX_FULL, "a member's mailbox is full") from None
         except UnknownDevice:
-            # a device vanished between the read and the commit; the sender sends again
+            # a device vanished meanwhile (in-memory engine); the sender sends again
             raise Refused(ErrorCode.MISMATCHED_DEVICES, "the group's devices changed") from None
         for ref in woken:
             self._notifier.wake(ref)
-        return len(envelopes)
+        return len(woken)

@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Final, Protocol
 
 from kurir.server.storage.metadata_records import PushSubscription
@@ -90,7 +91,8 @@ class WebPushProvider:
     def __init__(self, vapid_private_key: str, subject: str, *, ttl_s: int = 3600) -> None:
         if not subject.startswith(("mailto:", "https://")):
             raise ValueError("the VAPID subject must be a mailto: or https: URL")
-        self._key = vapid_private_key
+        self._key_text = vapid_private_key
+        self._key: object | None = None
         self._subject = subject
         self._ttl = ttl_s
 
@@ -103,8 +105,14 @@ class WebPushProvider:
         await asyncio.to_thread(self._post, subscription, payload.to_json())
 
     def _post(self, subscription: PushSubscription, data: bytes) -> None:
-        from pywebpush import WebPushException, webpush  # imported lazily: pulls in requests
+        from py_vapid import Vapid  # imported lazily: pywebpush pulls in requests
+        from pywebpush import WebPushException, webpush
 
+        if self._key is None:
+            text = self._key_text
+            if "-----BEGIN" not in text and Path(text).is_file():
+                text = Path(text).read_text(encoding="ascii")
+            self._key = Vapid.from_pem(text.encode()) if "-----BEGIN" in text else text
         info = {
             "endpoint": subscription.endpoint,
             "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth},

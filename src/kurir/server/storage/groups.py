@@ -25,6 +25,7 @@ from typing import NewType, Protocol
 from uuid import UUID
 
 from kurir.server.storage.errors import RequestRefused
+from kurir.server.storage.records import OutgoingEnvelope
 from kurir.server.types import AccountId, DeviceId, DeviceRef
 from kurir.wire.address import Address
 
@@ -200,6 +201,30 @@ class GroupStore(Protocol):
 
         Raises:
             UnknownGroup: no such group, or not a member.
+        """
+        ...
+
+    async def fan_out(
+        self,
+        group_id: GroupId,
+        sender: DeviceRef,
+        envelope: OutgoingEnvelope,
+        *,
+        now: int,
+        expires_at: int,
+        cap: int,
+    ) -> list[DeviceRef]:
+        """Enqueue ``envelope`` (its recipient fields are ignored) for every device of every
+        member except ``sender``, in the same transaction that checks the membership: the
+        mailbox rules of :meth:`MailboxStore.enqueue` (idempotent per device on the dedupe
+        key, all or nothing, ``cap``), for the whole group at once.
+
+        Returns:
+            The devices that received a new envelope.
+
+        Raises:
+            UnknownGroup: no such group, or the sender is not a member.
+            MailboxFull: a recipient mailbox holds ``cap`` envelopes; nothing was enqueued.
         """
         ...
 

@@ -22,7 +22,8 @@ from kurir.server.storage.groups import (
     UnknownGroup,
     UnknownMember,
 )
-from kurir.server.storage.protocols import AccountStore
+from kurir.server.storage.protocols import AccountStore, MailboxStore
+from kurir.server.storage.records import OutgoingEnvelope
 from kurir.server.types import AccountId, DeviceRef
 
 __all__ = ["MemoryGroupStore"]
@@ -50,10 +51,12 @@ class MemoryGroupStore:
 
     Args:
         accounts: The engine's account store (accounts must exist; devices for fan-out).
+        mailboxes: The engine's mailbox store (fan-out enqueues into it).
     """
 
-    def __init__(self, accounts: AccountStore) -> None:
+    def __init__(self, accounts: AccountStore, mailboxes: MailboxStore) -> None:
         self._accounts = accounts
+        self._mailboxes = mailboxes
         self._groups: dict[GroupId, _Group] = {}
 
     async def _record(self, group_id: GroupId, group: _Group) -> GroupRecord:
@@ -186,6 +189,25 @@ class MemoryGroupStore:
     ) -> None:
         group = self._member_group(group_id, account_id)
         group.members[account_id] = replace(group.members[account_id], settings=settings)
+
+    async def fan_out(
+        self,
+        group_id: GroupId,
+        sender: DeviceRef,
+        envelope: OutgoingEnvelope,
+        *,
+        now: int,
+        expires_at: int,
+        cap: int,
+    ) -> list[DeviceRef]:
+        # the in-memory stores never suspend inside a call: check and enqueue are one step
+        refs = await self.fanout_devices(group_id, sender.account_id)
+        copies = [
+            replace(envelope, account_id=r.account_id, device_id=r.device_id)
+            for r in refs
+            if r != sender
+        ]
+        return await self._mailboxes.enqueue(copies, now=now, expires_at=expires_at, cap=cap)
 
     async def fanout_devices(self, group_id: GroupId, sender: AccountId) -> list[DeviceRef]:
         group = self._member_group(group_id, sender)

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 from uuid import UUID
 
+from kurir.server.storage.errors import MailboxFull
 from kurir.server.storage.groups import (
     GroupFull,
     GroupId,
@@ -24,6 +25,7 @@ from kurir.server.storage.groups import (
     UnknownGroup,
     UnknownMember,
 )
+from kurir.server.storage.records import OutgoingEnvelope
 from kurir.server.storage.sqlite_db import Database
 from kurir.server.types import AccountId, DeviceId, DeviceRef
 from kurir.wire.address import Address
@@ -289,6 +291,103 @@ class SqliteGroupStore:
                 raise UnknownGroup("no such group")
 
         await self._db.write(op)
+
+    async def fan_out(
+        self,
+        group_id: GroupId,
+        sender: DeviceRef,
+        envelope: OutgoingEnvelope,
+        *,
+        now: int,
+        expires_at: int,
+        cap: int,
+    ) -> list[DeviceRef]:
+        group = str(group_id)
+        me = (str(sender.account_id), int(sender.device_id))
+
+        def op(conn: sqlite3.Connection) -> list[DeviceRef]:
+            _require_member(conn, group, me[0])
+            # set-based: a handful of statements for the whole group, not five per device
+            everyone = [
+                (str(r[0]), int(r[1]))
+                for r in conn.execute(
+                    "SELECT d.account_id, d.device_id FROM group_members m JOIN devices d"
+                    " ON d.account_id = m.account_id WHERE m.group_id = ?",
+                    (group,),
+                )
+            ]
+            key = envelope.dedupe_key
+            done = {
+                (str(r[0]), int(r[1]))
+                for r in conn.execute(
+                    "SELECT e.account_id, e.device_id FROM group_members m JOIN envelopes e"
+                    " ON e.account_id = m.account_id WHERE m.group_id = ? AND e.dedupe_key = ?"
+                    " UNION SELECT x.account_id, x.device_id FROM group_members m"
+                    " JOIN delivered x ON x.account_id = m.account_id"
+                    " WHERE m.group_id = ? AND x.dedupe_key = ? AND x.expires_at > ?",
+                    (group, key, group, key, now),
+                )
+            }
+            targets = [t for t in everyone if t != me and t not in done]
+            if not targets:
+                return []
+            full = [
+                DeviceRef(_aid(r[0]), DeviceId(int(r[1])))
+                for r in conn.execute(
+                    "SELECT e.account_id, e.device_id FROM group_members m JOIN envelopes e"
+                    " ON e.account_id = m.account_id WHERE m.group_id = ?"
+                    " GROUP BY e.account_id, e.device_id HAVING COUNT(*) >= ?",
+                    (group, cap),
+                )
+                if (str(r[0]), int(r[1])) in set(targets)
+            ]
+            if full:
+                raise MailboxFull(full)
+            wanted = set(targets)
+            seqs = [
+                (str(r[0]), int(r[1]), int(r[2]))
+                for r in conn.execute(
+                    "UPDATE devices SET last_seq = last_seq + 1 WHERE account_id IN"
+                    " (SELECT account_id FROM group_members WHERE group_id = ?)"
+                    " RETURNING account_id, device_id, last_seq",
+                    (group,),
+                )
+            ]
+            # devices outside ``wanted`` (the sender's, duplicates) get their seq back
+            undo = [(a, d) for a, d, _ in seqs if (a, d) not in wanted]
+            conn.executemany(
+                "UPDATE devices SET last_seq = last_seq - 1 WHERE account_id = ? AND device_id = ?",
+                undo,
+            )
+            source = None if envelope.source is None else str(envelope.source)
+            conn.executemany(
+                "INSERT INTO envelopes (account_id, device_id, seq, dedupe_key, type,"
+                " source_account, source_device, source_address, message_id,"
+                " client_timestamp, server_timestamp, expires_at, body)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        a,
+                        d,
+                        seq,
+                        key,
+                        envelope.type,
+                        source,
+                        envelope.source_device,
+                        envelope.source_address,
+                        envelope.message_id,
+                        envelope.timestamp,
+                        now,
+                        expires_at,
+                        envelope.body,
+                    )
+                    for a, d, seq in seqs
+                    if (a, d) in wanted
+                ],
+            )
+            return [DeviceRef(_aid(a), DeviceId(d)) for a, d, _ in seqs if (a, d) in wanted]
+
+        return await self._db.write(op)
 
     async def fanout_devices(self, group_id: GroupId, sender: AccountId) -> list[DeviceRef]:
         group = str(group_id)

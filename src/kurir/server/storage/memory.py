@@ -363,11 +363,9 @@ class MemoryEngine:
 
     def __init__(self) -> None:
         state = _State()
-        accounts = _Accounts(state)
-        groups = MemoryGroupStore(accounts)
-        self._storage = Storage(
-            accounts, _Keys(state), _Mailboxes(state), groups, MemoryMetadataStore()
-        )
+        accounts, mailboxes = _Accounts(state), _Mailboxes(state)
+        groups = MemoryGroupStore(accounts, mailboxes)
+        self._storage = Storage(accounts, _Keys(state), mailboxes, groups, MemoryMetadataStore())
 
     @property
     def storage(self) -> Storage:

@@ -27,6 +27,7 @@ from kurir.server.storage.errors import (
 from kurir.server.storage.postgres_db import Conn, PgDatabase
 from kurir.server.storage.postgres_groups import PgGroupStore
 from kurir.server.storage.postgres_mailbox import PgMailboxes
+from kurir.server.storage.postgres_metadata import PgMetadataStore
 from kurir.server.storage.protocols import Storage
 from kurir.server.storage.records import (
     AccountRecord,
@@ -403,7 +404,9 @@ class PostgresEngine:
     def __init__(self, db: PgDatabase, *, writers: int = 2) -> None:
         self._db = db
         self._mailboxes = PgMailboxes(db, writers=writers)
-        self._storage = Storage(_Accounts(db), _Keys(db), self._mailboxes, PgGroupStore(db))
+        groups = PgGroupStore(db, self._mailboxes)
+        self._metadata = metadata = PgMetadataStore(db)
+        self._storage = Storage(_Accounts(db), _Keys(db), self._mailboxes, groups, metadata)
 
     @classmethod
     async def open(
@@ -439,7 +442,13 @@ class PostgresEngine:
         """Group-commit transactions committed by the mailboxes so far."""
         return self._mailboxes.batches
 
+    @property
+    def metadata_batches(self) -> int:
+        """Group-commit transactions committed for message counts so far."""
+        return self._metadata.batches
+
     async def close(self) -> None:
         """Finish queued mailbox writes, then close every connection."""
         await self._mailboxes.close()
+        await self._metadata.close()
         await self._db.close()

@@ -10,6 +10,7 @@ is changing. A member's own settings touch only that member's row. Rows are keye
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from kurir.server.storage.groups import (
@@ -24,6 +25,8 @@ from kurir.server.storage.groups import (
     UnknownMember,
 )
 from kurir.server.storage.postgres_db import Conn, PgDatabase
+from kurir.server.storage.postgres_mailbox import PgMailboxes
+from kurir.server.storage.records import OutgoingEnvelope
 from kurir.server.types import AccountId, DeviceId, DeviceRef
 from kurir.wire.address import Address
 
@@ -146,10 +149,12 @@ class PgGroupStore:
 
     Args:
         db: The open database (migrated to schema 3 or later).
+        mailboxes: The engine's mailboxes (group messages join their group commit).
     """
 
-    def __init__(self, db: PgDatabase) -> None:
+    def __init__(self, db: PgDatabase, mailboxes: PgMailboxes) -> None:
         self._db = db
+        self._mailboxes = mailboxes
 
     async def create(
         self,
@@ -310,6 +315,50 @@ class PgGroupStore:
                 raise UnknownGroup("no such group")
 
         await self._db.transaction(op)
+
+    async def fan_out(
+        self,
+        group_id: GroupId,
+        sender: DeviceRef,
+        envelope: OutgoingEnvelope,
+        *,
+        now: int,
+        expires_at: int,
+        cap: int,
+    ) -> list[DeviceRef]:
+        """See :meth:`~kurir.server.storage.groups.GroupStore.fan_out`."""
+
+        async def resolve(conn: Conn) -> list[OutgoingEnvelope]:
+            # FOR KEY SHARE on the member rows: a concurrent removal waits for this commit,
+            # so nobody removed before the enqueue receives it
+            rows = await conn.fetch(
+                "SELECT m.account_id, m.position FROM group_members m WHERE m.group_id = $1"
+                " ORDER BY m.account_id FOR KEY SHARE",
+                group_id,
+            )
+            members = {AccountId(r["account_id"]): int(r["position"]) for r in rows}
+            if sender.account_id not in members:
+                raise UnknownGroup("no such group")
+            devices = await conn.fetch(
+                "SELECT account_id, device_id FROM devices WHERE account_id = ANY($1::uuid[])",
+                list(members),
+            )
+            refs = sorted(
+                (
+                    DeviceRef(AccountId(d["account_id"]), DeviceId(int(d["device_id"])))
+                    for d in devices
+                ),
+                key=lambda r: (members[r.account_id], r.device_id),
+            )
+            return [
+                dataclasses.replace(envelope, account_id=r.account_id, device_id=r.device_id)
+                for r in refs
+                if r != sender
+            ]
+
+        return await self._mailboxes.enqueue_resolved(
+            resolve, now=now, expires_at=expires_at, cap=cap
+        )
 
     async def fanout_devices(self, group_id: GroupId, sender: AccountId) -> list[DeviceRef]:
         """See :meth:`~kurir.server.storage.groups.GroupStore.fanout_devices`."""

@@ -22,14 +22,12 @@ column on Citus (docs/deployment.md).
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
-from kurir.server.storage.errors import MailboxFull, StorageError, UnknownDevice
+from kurir.server.storage.errors import MailboxFull, RequestRefused, UnknownDevice
+from kurir.server.storage.postgres_batch import GroupCommit
 from kurir.server.storage.postgres_db import Conn, PgDatabase
 from kurir.server.storage.records import (
     RECEIPT_TYPE,
@@ -39,11 +37,15 @@ from kurir.server.storage.records import (
 )
 from kurir.server.types import AccountId, DeviceId, DeviceRef
 
-__all__ = ["PgMailboxes"]
+__all__ = ["PgMailboxes", "Resolve"]
 
-_log = logging.getLogger(__name__)
-_MAX_BATCH: Final = 256
 _Key = tuple[DeviceRef, bytes]
+
+
+Resolve = Callable[[Conn], Awaitable[list[OutgoingEnvelope]]]
+"""Finds, inside the batch's transaction, the envelopes of an enqueue (e.g. a group's member
+devices, under a lock that keeps the membership until the commit); may raise
+:class:`~kurir.server.storage.errors.RequestRefused` to refuse just that call."""
 
 
 @dataclass(eq=False)
@@ -52,7 +54,7 @@ class _Enqueue:
     now: int
     expires_at: int
     cap: int
-    future: asyncio.Future[list[DeviceRef]] = field(repr=False)
+    resolve: Resolve | None = None
 
 
 @dataclass(eq=False)
@@ -62,7 +64,6 @@ class _Ack:
     now: int
     expires_at: int
     receipt_source_address: str | None
-    future: asyncio.Future[list[DeviceRef]] = field(repr=False)
 
 
 _Op = _Enqueue | _Ack
@@ -296,94 +297,32 @@ class _MailboxState:
         )
 
 
-async def _apply_batch(conn: Conn, batch: list[_Op]) -> list[_Outcome]:
+async def _resolve(conn: Conn, op: _Enqueue) -> _Request | _Outcome:
+    if op.resolve is None:
+        return _Request(list(op.envelopes), op.now, op.expires_at, op.cap, strict=True)
+    try:
+        found = await op.resolve(conn)
+    except RequestRefused as exc:
+        return _Outcome(error=exc)
+    return _Request(found, op.now, op.expires_at, op.cap, strict=True)
+
+
+async def _apply_batch(conn: Conn, batch: Sequence[_Op]) -> list[list[DeviceRef] | Exception]:
     """The whole batch, in one transaction: acknowledgements first, then every enqueue."""
     acks = [op for op in batch if isinstance(op, _Ack)]
     receipts = dict(zip(acks, await _delete_acknowledged(conn, acks), strict=True))
-    requests: list[_Request] = []
+    requests: list[_Request | _Outcome] = []
     for op in batch:
         match op:
             case _Ack():
                 requests.append(receipts[op])
             case _Enqueue():
-                requests.append(
-                    _Request(list(op.envelopes), op.now, op.expires_at, op.cap, strict=True)
-                )
+                requests.append(await _resolve(conn, op))
     state = _MailboxState()
-    await state.load(conn, requests)
-    outcomes = [state.admit(r) for r in requests]
+    await state.load(conn, [r for r in requests if isinstance(r, _Request)])
+    outcomes = [state.admit(r) if isinstance(r, _Request) else r for r in requests]
     await state.write(conn)
-    return outcomes
-
-
-class _GroupCommit:
-    """The queue of pending hot-path calls and the writer tasks that drain it in batches."""
-
-    def __init__(self, db: PgDatabase, *, writers: int) -> None:
-        self._db = db
-        self._pending: collections.deque[_Op] = collections.deque()
-        self._wake = asyncio.Event()
-        self._closing = False
-        self._workers: list[asyncio.Task[None]] = []
-        self._writers = writers
-        self.batches = 0
-        """Committed batch transactions so far (for tests and metrics)."""
-
-    async def submit(self, op: _Op) -> list[DeviceRef]:
-        if self._closing:
-            raise StorageError("database is closed")
-        if not self._workers:  # started lazily: the engine may be built outside a loop
-            self._workers = [
-                asyncio.create_task(self._work(), name="kurir-pg-writer")
-                for _ in range(self._writers)
-            ]
-        self._pending.append(op)
-        self._wake.set()
-        return await op.future
-
-    async def close(self) -> None:
-        """Finish every queued call, then stop the writers."""
-        self._closing = True
-        self._wake.set()
-        await asyncio.gather(*self._workers)
-
-    async def _work(self) -> None:
-        while True:
-            while not self._pending:
-                if self._closing:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-            batch: list[_Op] = []
-            while self._pending and len(batch) < _MAX_BATCH:
-                op = self._pending.popleft()
-                # a caller that gave up before its batch started is skipped; once started,
-                # its call runs to the commit even if the caller is cancelled meanwhile
-                if not op.future.done():
-                    batch.append(op)
-            if batch:
-                await self._run(batch)
-
-    async def _run(self, batch: list[_Op]) -> None:
-        try:
-            outcomes = await self._db.transaction(lambda conn: _apply_batch(conn, batch))
-        except Exception as exc:
-            if len(batch) > 1:  # isolate the call that broke the batch: run each alone
-                for op in batch:
-                    await self._run([op])
-                return
-            _log.error("mailbox transaction failed: %s", type(exc).__name__)
-            if not batch[0].future.done():
-                batch[0].future.set_exception(StorageError("transaction failed"))
-            return
-        self.batches += 1
-        for op, outcome in zip(batch, outcomes, strict=True):
-            if op.future.done():
-                continue
-            if outcome.error is not None:
-                op.future.set_exception(outcome.error)
-            else:
-                op.future.set_result(outcome.woken)
+    return [o.woken if o.error is None else o.error for o in outcomes]
 
 
 class PgMailboxes:
@@ -391,7 +330,9 @@ class PgMailboxes:
 
     def __init__(self, db: PgDatabase, *, writers: int = 2) -> None:
         self._db = db
-        self._commit = _GroupCommit(db, writers=writers)
+        self._commit: GroupCommit[_Op, list[DeviceRef]] = GroupCommit(
+            db, _apply_batch, writers=writers, name="mailbox-writer"
+        )
 
     @property
     def batches(self) -> int:
@@ -404,8 +345,19 @@ class PgMailboxes:
         """See :meth:`~kurir.server.storage.protocols.MailboxStore.enqueue`."""
         if not envelopes:
             return []
-        future: asyncio.Future[list[DeviceRef]] = asyncio.get_running_loop().create_future()
-        return await self._commit.submit(_Enqueue(envelopes, now, expires_at, cap, future))
+        return await self._commit.submit(_Enqueue(envelopes, now, expires_at, cap))
+
+    async def enqueue_resolved(
+        self, resolve: Resolve, *, now: int, expires_at: int, cap: int
+    ) -> list[DeviceRef]:
+        """Like :meth:`enqueue`, with the envelopes found by ``resolve`` inside the same
+        (group-committed) transaction, so what decides the recipients and the enqueue are one
+        atomic step.
+
+        Raises:
+            RequestRefused: Whatever ``resolve`` refused with, or as :meth:`enqueue`.
+        """
+        return await self._commit.submit(_Enqueue((), now, expires_at, cap, resolve))
 
     async def acknowledge(
         self,
@@ -421,15 +373,7 @@ class PgMailboxes:
         unique = list(dict.fromkeys(seqs))
         if not unique:
             return []
-        future: asyncio.Future[list[DeviceRef]] = asyncio.get_running_loop().create_future()
-        op = _Ack(
-            DeviceRef(account_id, device_id),
-            unique,
-            now,
-            expires_at,
-            receipt_source_address,
-            future,
-        )
+        op = _Ack(DeviceRef(account_id, device_id), unique, now, expires_at, receipt_source_address)
         return await self._commit.submit(op)
 
     async def fetch(

@@ -1,8 +1,7 @@
--- kurir schema 4 (PostgreSQL): the metadata features (issue 5). Mirrors migrations/0004_metadata.sql.
--- conversations (state, flags, counts), the uploaded address book, push subscriptions.
--- Numbered 0004: 0002 is the device counter and 0003 is groups (issue 6).
--- Portable SQL (SQLite and PostgreSQL); every table is keyed by the owning account id first.
--- docs/metadata.md lists every column; the transparency report returns them all.
+-- kurir schema 4 (PostgreSQL): the metadata features (issue 5): settings, profile pictures,
+-- blocks, conversations (state, flags, counts), the uploaded address book, push
+-- subscriptions. Mirrors migrations/0004_metadata.sql. Every table is keyed by the owning
+-- account id first (Citus distribution column, co-located with accounts).
 
 CREATE TABLE account_settings (
     account_id           uuid PRIMARY KEY REFERENCES accounts (account_id) ON DELETE CASCADE,

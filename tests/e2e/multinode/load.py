@@ -1,0 +1,105 @@
+"""Steady two-way chat load between SDK clients, and the exactly-once, in-order check.
+
+Each :class:`Talker` sends numbered texts to a peer until told to stop, remembering which
+ones the server acknowledged (``send_text`` returned), then a final marker; it receives
+everything its peer sends until the peer's marker. The check: every acknowledged text reached
+the peer's application exactly once, in the order it was sent, and nothing arrived twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Final
+
+from kurir.client.client import Client
+from kurir.client.content import Text
+from kurir.client.errors import ClientError
+from kurir.client.events import MessageEvent
+
+END: Final = "selesai"
+GUARD_SECONDS: Final = 180.0
+"""Only a guard against a hung test; no assertion depends on time."""
+
+
+@dataclass
+class Talker:
+    """One client of the load, talking to ``peer_address``."""
+
+    name: str
+    client: Client
+    peer_address: str
+    acknowledged: list[str] = field(default_factory=list)
+    unconfirmed: list[str] = field(default_factory=list)
+    received: list[str] = field(default_factory=list)
+    progress: asyncio.Event = field(default_factory=asyncio.Event)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def send_until_stopped(self) -> None:
+        """Send ``"<name> <i>"`` one after another until `stop`, then the end marker."""
+        i = 0
+        while not self.stop.is_set():
+            text = f"{self.name} {i}"
+            i += 1
+            try:
+                await self.client.send_text(self.peer_address, text)
+            except ClientError:
+                self.unconfirmed.append(text)  # may or may not be queued: not acknowledged
+                continue
+            self.acknowledged.append(text)
+            self.progress.set()
+        while True:  # the marker must get through: retry it with the same message id
+            try:
+                await self.client.send_text(self.peer_address, END)
+                return
+            except ClientError:
+                continue
+
+    async def receive_until_end(self) -> None:
+        """Store every text from the peer (marking it handled) until the peer's marker."""
+        while True:
+            # waits across reconnections; raises only if the channel stopped for good
+            event = await self.client.next_event()
+            self.client.handled(event)
+            if isinstance(event, MessageEvent) and isinstance(event.body, Text):
+                if event.body.text == END:
+                    return
+                self.received.append(event.body.text)
+
+    async def sent(self, count: int) -> None:
+        """Wait until at least ``count`` texts were acknowledged."""
+        while len(self.acknowledged) < count:
+            self.progress.clear()
+            await self.progress.wait()
+
+
+async def run_load(
+    talkers: list[Talker], fault: contextlib.AbstractAsyncContextManager[None]
+) -> None:
+    """Run the load; enter ``fault`` while it runs; stop the senders when it exits."""
+    async with asyncio.timeout(GUARD_SECONDS):
+        senders = [asyncio.create_task(t.send_until_stopped()) for t in talkers]
+        receivers = [asyncio.create_task(t.receive_until_end()) for t in talkers]
+        try:
+            async with fault:
+                pass
+            for talker in talkers:
+                talker.stop.set()
+            await asyncio.gather(*senders)
+            await asyncio.gather(*receivers)
+        finally:
+            for task in (*senders, *receivers):
+                task.cancel()
+            await asyncio.gather(*senders, *receivers, return_exceptions=True)
+
+
+def check_exactly_once_in_order(sender: Talker, recipient: Talker) -> None:
+    """Every text ``sender`` got acknowledged reached ``recipient`` once, in sending order."""
+    got = recipient.received
+    assert len(got) == len(set(got)), "a message reached the application twice"
+    acknowledged = set(sender.acknowledged)
+    delivered_acknowledged = [t for t in got if t in acknowledged]
+    assert delivered_acknowledged == sender.acknowledged
+    stray = set(got) - acknowledged - set(sender.unconfirmed)
+    assert not stray, f"texts nobody sent: {stray}"

@@ -1,0 +1,134 @@
+"""Several nodes over one PostgreSQL database and one Redis behave as one server.
+
+Real ``kurir serve`` processes on loopback, real SDK clients (or raw WebSockets where a close
+code must be seen), one shared scratch schema and the local Redis.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from e2e.harness import BUDI, MEGA, RINA, collect
+from e2e.multinode.conftest import OpenClient
+from e2e.multinode.nodes import FailoverProxy, running_nodes
+from e2e.multinode.raw import RawConnection, register
+from kurir.client.content import Text
+from kurir.wire.frames import CloseCode, Envelope
+
+
+def texts(events: list[object]) -> list[str]:
+    return [e.body.text for e in events if isinstance(getattr(e, "body", None), Text)]  # type: ignore[attr-defined]
+
+
+async def test_clients_on_three_nodes_chat_across_apps(
+    tmp_path: Path, database_url: str, redis_url: str, open_client: OpenClient
+) -> None:
+    async with running_nodes(tmp_path, 3, database=database_url, redis=redis_url) as nodes:
+        budi = await open_client(BUDI, nodes[0].url)
+        rina = await open_client(RINA, nodes[1].url)
+        mega = await open_client(MEGA, nodes[2].url)
+        await budi.send_text(RINA, "halo rina dari whatsapp")
+        await budi.send_text(MEGA, "halo mega dari whatsapp")
+        got, _ = await collect(rina, messages=1)
+        assert texts(list(got)) == ["halo rina dari whatsapp"]
+        got, _ = await collect(mega, messages=1)
+        assert texts(list(got)) == ["halo mega dari whatsapp"]
+        await rina.send_text(BUDI, "hai budi, dari instagram")
+        await mega.send_text(RINA, "rina, ini mega")
+        got, receipts = await collect(budi, messages=1, receipts=2)
+        assert texts(list(got)) == ["hai budi, dari instagram"]
+        assert len(receipts) == 2  # both recipients' devices, on two other nodes, stored them
+        got, _ = await collect(rina, messages=1, receipts=1)
+        assert texts(list(got)) == ["rina, ini mega"]
+
+
+async def test_a_device_moving_between_nodes_keeps_its_mailbox(
+    tmp_path: Path, database_url: str, redis_url: str, open_client: OpenClient
+) -> None:
+    async with running_nodes(tmp_path, 2, database=database_url, redis=redis_url) as nodes:
+        one, two = nodes
+        proxy = FailoverProxy([one.port, two.port])
+        await proxy.start()
+        try:
+            budi = await open_client(BUDI, two.url)
+            rina = await open_client(RINA, proxy.url)  # on node one
+            await budi.send_text(RINA, "pertama")
+            got, _ = await collect(rina, messages=1)
+            await rina.disconnect()
+            for text in ("kedua", "ketiga", "keempat"):
+                await budi.send_text(RINA, text)  # queued while rina is offline
+            proxy.prefer(two.port)
+            await rina.connect()  # now on node two, with the mailbox it left on node one
+            await rina.wait_drained()
+            got, _ = await collect(rina, messages=3)
+            assert texts(list(got)) == ["kedua", "ketiga", "keempat"]
+            # moved while connected: the channel reconnects to the preferred node by itself
+            proxy.prefer(one.port)
+            proxy.sever()
+            await budi.send_text(RINA, "kelima")
+            got, _ = await collect(rina, messages=1)
+            assert texts(list(got)) == ["kelima"]
+            _, receipts = await collect(budi, receipts=5)
+            assert len({r.message_id for r in receipts}) == 5
+            assert rina.pending_events() == []
+        finally:
+            await proxy.close()
+
+
+async def test_two_connections_of_one_device_on_two_nodes_end_with_the_older_closed(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    async with running_nodes(tmp_path, 2, database=database_url, redis=redis_url) as nodes:
+        one, two = nodes
+        device = await register(one.url, RINA, registration_id=11)
+        sender = await register(two.url, BUDI, registration_id=22)
+        outbox = await RawConnection.open(two.url, sender)
+        await outbox.drained()
+        first = await RawConnection.open(one.url, device)
+        await first.drained()
+        # a message routed across nodes reaches `first`: node one's routing key is in Redis
+        assert (await outbox.send(device, b"ke node satu")).ok
+        assert (await first.envelope()).body == b"ke node satu"
+        second = await RawConnection.open(two.url, device)
+        assert await first.close_code() == CloseCode.REPLACED
+        await second.drained()
+        assert (await outbox.send(device, b"ke yang baru")).ok
+        envelope = await second.envelope()
+        assert isinstance(envelope, Envelope)
+        assert envelope.body == b"ke yang baru"
+        await second.close()
+        await outbox.close()
+
+
+async def test_metrics_count_per_node_and_name_no_one(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    async with running_nodes(tmp_path, 2, database=database_url, redis=redis_url) as nodes:
+        one, two = nodes
+        device = await register(one.url, RINA, registration_id=11)
+        sender = await register(two.url, BUDI, registration_id=22)
+        inbox = await RawConnection.open(one.url, device)
+        await inbox.drained()
+        outbox = await RawConnection.open(two.url, sender)
+        await outbox.drained()
+        assert (await outbox.send(device, b"dihitung")).ok
+        await inbox.envelope()  # acknowledged too
+        assert (await outbox.send(device, b"barrier")).ok  # frames are handled in order:
+        await inbox.envelope()
+        async with httpx.AsyncClient() as http:
+            text_two = (await http.get(two.url + "/metrics")).text
+            text_one = (await http.get(one.url + "/metrics")).text
+        assert "kurir_envelopes_accepted_total 2.0" in text_two
+        assert "kurir_envelopes_queued_total 2.0" in text_two
+        assert "kurir_connections 1.0" in text_two
+        assert "kurir_redis_up 1.0" in text_two
+        assert "kurir_envelopes_delivered_total 2.0" in text_one
+        assert "kurir_envelopes_accepted_total 0.0" in text_one
+        for text in (text_one, text_two):
+            assert str(device.account_id) not in text
+            assert str(sender.account_id) not in text
+            assert "rina" not in text
+        await inbox.close()
+        await outbox.close()
