@@ -1,4 +1,7 @@
-"""kurir against Matrix Synapse on the same workload, in one run: one table, one plot.
+"""kurir against Matrix Synapse (and Prosody, XMPP) on the same workload, in one run.
+
+One table and one plot of all of them. Prosody is included when Debian's ``prosody`` package is
+installed (``bench/prosody_driver.py``; skip it with ``--no-xmpp``).
 
 Owns: installing Synapse from PyPI into its own virtual environment (``bench/.synapse-venv``,
 gitignored), generating its configuration (SQLite, loopback only, rate limits lifted, a
@@ -12,8 +15,8 @@ devices, the same payload size and the same offered rates.
 The workload as each server sees it:
 
 * kurir: device i sends to a random other device; the recipient acknowledges; the server makes a
-  delivery receipt for the sender, which the sender acknowledges too (3 durable writes, 3 frames
-  each way per message).
+  delivery receipt for the sender, which the sender acknowledges too (3 frames each way and 4
+  durable commits per message, one of them the per-conversation counters of docs/metadata.md).
 * Synapse: user i shares a direct room with user i+1 (a ring) and sends to one of its two rooms
   at random; the other member receives the event in ``/sync`` (the sender also sees its own
   event there, as every Matrix client does). No read receipts are sent.
@@ -53,6 +56,9 @@ from rich.table import Table
 from kurir.bench.load import LoadOptions, PhaseResult, machine_info, percentiles, run_load
 from kurir.bench.plot import INSTALL_HINT, have_plotting, plot_results, write_json
 from kurir.bench.procs import cpu_percent, cpu_total, rss_bytes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import prosody_driver
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".synapse-venv"
@@ -502,7 +508,7 @@ async def run_synapse_phases(
 
 
 def table(results: list[PhaseResult]) -> Table:
-    t = Table(title="kurir and Synapse, same workload, same run")
+    t = Table(title="kurir, Synapse and Prosody: same workload, same run")
     for name in (
         "server",
         "offered/s",
@@ -567,6 +573,10 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--skip-kurir", action="store_true")
+    parser.add_argument("--skip-synapse", action="store_true")
+    parser.add_argument(
+        "--no-xmpp", action="store_true", help="skip Prosody even when it is installed"
+    )
     args = parser.parse_args()
     if args.plot is not None and not have_plotting():
         print(INSTALL_HINT, file=sys.stderr)
@@ -601,6 +611,33 @@ def main() -> int:
                 f"{r.delivered_per_s:,.0f} delivered/s"
             ),
         )
+    if not args.no_xmpp and prosody_driver.prosody_binary() is not None:
+        xmpp_dir = Path(tempfile.mkdtemp(prefix="prosody-bench-"))
+        prosody = prosody_driver.start_prosody(xmpp_dir, _free_port())
+        try:
+            document["prosody_version"] = prosody_driver.prosody_version()
+            console.log(f"prosody {document['prosody_version']} on port {prosody.port}")
+            results += asyncio.run(
+                prosody_driver.run_prosody_phases(
+                    prosody,
+                    args.devices,
+                    common,
+                    args.duration,
+                    args.warmup,
+                    args.payload,
+                    args.drain,
+                )
+            )
+            for r in results:
+                if r.server == "prosody":
+                    console.log(f"prosody {r.target_rate}: {r.delivered_per_s:,.1f} delivered/s")
+        finally:
+            prosody.stop()
+            shutil.rmtree(xmpp_dir, ignore_errors=True)
+    elif not args.no_xmpp:
+        console.log("prosody is not installed (apt-get install prosody): XMPP skipped")
+    if args.skip_synapse:
+        return _finish(args, document, results, console)
     directory = Path(
         tempfile.mkdtemp(prefix="synapse-bench-", dir=os.environ.get("KURIR_BENCH_TMP"))
     )
@@ -623,16 +660,29 @@ def main() -> int:
     finally:
         synapse.stop()
         shutil.rmtree(directory, ignore_errors=True)
+    return _finish(args, document, results, console)
+
+
+def _finish(
+    args: argparse.Namespace,
+    document: dict[str, Any],
+    results: list[PhaseResult],
+    console: Console,
+) -> int:
     document["phases"] = results
     console.print(table(results))
     best = {
         s: max((r.delivered_per_s for r in results if r.server == s), default=0.0)
-        for s in ("kurir", "synapse")
+        for s in ("kurir", "synapse", "prosody")
     }
     if best["synapse"] > 0:
         ratio = best["kurir"] / best["synapse"]
         document["kurir_over_synapse_max_delivered"] = ratio
         console.print(f"kurir / synapse, best delivered msgs/s: {ratio:.1f}x")
+    if best["prosody"] > 0:
+        ratio = best["kurir"] / best["prosody"]
+        document["kurir_over_prosody_max_delivered"] = ratio
+        console.print(f"kurir / prosody, best delivered msgs/s: {ratio:.2f}x")
     if args.json is not None:
         write_json(args.json, document)
         console.print(f"results: {args.json}")
@@ -640,7 +690,7 @@ def main() -> int:
         plot_results(
             args.plot,
             results,
-            title=f"kurir and Synapse, {args.devices} devices, "
+            title=f"kurir, Synapse, Prosody: {args.devices} devices, "
             f"{args.payload}-byte payloads, same machine and run",
         )
         console.print(f"plot: {args.plot}")

@@ -16,6 +16,7 @@ from kurir.client.content import (
     GroupChange,
     GroupMessage,
     SenderKeyDistribution,
+    SenderKeyRequest,
     Text,
     decode_content,
     encode_content,
@@ -174,3 +175,28 @@ def test_rotated_key_and_late_key_hide_other_messages() -> None:
     rotate_sender_key(ME, GROUP, sender.keys, os.urandom)  # the removed one is not told
     assert removed.store_group_message(sender.envelope(text("after removal")), SENDER, 2)
     assert inbox_texts(removed_store) == ["<undecryptable>"]
+
+
+def test_a_message_before_its_key_asks_for_the_key(store: ClientStore) -> None:
+    asked: list[tuple[UUID, int, UUID]] = []
+    receiver = GroupReceiver(store, on_missing_key=lambda *a: asked.append(a))
+    sender = Sender()
+    sender.distribution()  # the sender has a chain; we never got it
+    early = sender.envelope(text("lost"))
+    assert receiver.store_group_message(early, SENDER, 2)
+    assert not receiver.store_group_message(early, SENDER, 2)  # redelivered: asked once
+    assert asked == [(SENDER, 2, GROUP)]
+    assert inbox_texts(store) == ["<undecryptable>"]
+
+
+def test_a_key_request_makes_us_give_the_key_again(store: ClientStore) -> None:
+    receiver = GroupReceiver(store)
+    keys = GroupKeys(store)
+    requester = (UUID(int=7), 3)
+    keys.add_holders(GROUP, {requester, (UUID(int=8), 1)})
+    request = encode_content(Content(SenderKeyRequest(str(GROUP)), sent_at=1))
+    assert receiver.absorb(request, *requester) is True
+    assert keys.holders(GROUP) == {(UUID(int=8), 1)}
+    bad = encode_content(Content(SenderKeyRequest("not-a-uuid"), sent_at=1))
+    assert receiver.absorb(bad, *requester) is True  # consumed, nothing changed
+    assert keys.holders(GROUP) == {(UUID(int=8), 1)}

@@ -2,7 +2,8 @@
 
 Covers: members of all three apps, an offline member who catches up, a removal followed by
 messages the removed member must not decrypt (not even given the ciphertext), and a member
-joining midway who reads what follows but cannot decrypt what came before.
+joining midway who reads what follows but cannot decrypt what came before; a member who left,
+per-member flags, a member who lost a sender key and asks for it again, and the CLI.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from e2e.harness import BUDI, GUARD_SECONDS, MEGA, RINA, ServerProcess, app_key
 from kurir.client.client import Client
 from kurir.client.content import GroupAction, GroupChange, GroupMessage, Text
 from kurir.client.errors import ServerError
-from kurir.client.events import DeliveryEvent, MessageEvent
+from kurir.client.events import DeliveryEvent, MessageEvent, UndecryptableEvent
 from kurir.client.group_store import SqliteSenderKeyStore
 from kurir.client.store import ClientStore
 from kurir.crypto.address import DeviceId, ProtocolAddress
@@ -145,6 +146,13 @@ async def test_three_apps_offline_member_removal_and_late_joiner(people: People)
     with pytest.raises(ServerError) as refused:
         await rina.groups.send_text(gid, "masih di sini?")
     assert refused.value.code == "not_found"
+    (told,) = await group_events(rina, 1)  # the removal, told to her in a 1:1 message
+    assert isinstance(told.body, GroupChange)
+    assert (told.sender, told.body.action, told.body.targets) == (
+        BUDI,
+        GroupAction.REMOVED,
+        [str(rina.account.account_id if rina.account else "")],
+    )
     await rina.close()
     after_removal = group_ciphertexts(people.taps[MEGA])[-2:]  # Budi's change and secret
     after_removal += group_ciphertexts(people.taps[BUDI])[-1:]  # Mega's secret
@@ -176,6 +184,10 @@ async def test_member_who_leaves_cannot_read_later_messages(people: People) -> N
     mega = await people.open(MEGA)
     rina = await people.open(RINA)
     gid = (await budi.groups.create("Arisan", [MEGA, RINA])).group_id
+    await mega.groups.settings(gid, archived=True, muted_until=2_000_000_000_000, sound="kentongan")
+    mine = (await mega.groups.get(gid)).settings
+    assert (mine.archived, mine.muted_until, mine.sound) == (True, 2_000_000_000_000, "kentongan")
+    assert not (await budi.groups.get(gid)).settings.archived
     await mega.groups.send_text(gid, "sebelum")
     assert [said(e) for e in (await group_events(rina, 2))[1:]] == ["sebelum"]
     await rina.groups.leave(gid)
@@ -234,3 +246,36 @@ async def test_cli_group_commands(server: ServerProcess, tmp_path: Path) -> None
     code, out, err = await kurir(*mega, "group", "leave", "Tiga aplikasi")
     assert code == 0, err
     assert json.loads(out)["event"] == "left"
+
+
+async def test_a_member_who_lost_a_sender_key_asks_for_it_again(people: People) -> None:
+    budi = await people.open(BUDI)
+    await people.open(MEGA)
+    rina = await people.open(RINA)
+    gid = (await budi.groups.create("Kunci", [MEGA, RINA])).group_id
+    await budi.groups.send_text(gid, "satu")
+    assert [said(e) for e in (await group_events(rina, 2))[1:]] == ["satu"]
+    await rina.close()
+    store = ClientStore.open(people.profile(RINA), lambda: 0)  # her sender keys are lost
+    with store.transaction():
+        store.connection.execute("DELETE FROM group_sender_keys")
+    store.close()
+    rina = await people.open(RINA)
+    texts: list[str] = []
+    for attempt in range(20):  # each undecryptable message makes her client ask again
+        await budi.groups.send_text(gid, f"coba {attempt}")
+        async with asyncio.timeout(GUARD_SECONDS):
+            while True:
+                event = await rina.next_event()
+                rina.handled(event)
+                if isinstance(event, UndecryptableEvent):
+                    assert event.sender == BUDI
+                    break
+                if isinstance(event, MessageEvent) and isinstance(event.body, GroupMessage):
+                    texts.append(said(event))
+                    break
+        if texts:
+            break
+    assert len(texts) == 1
+    assert texts[0].startswith("coba ")
+    assert texts[0] != "coba 0"  # the first one was sent before she asked

@@ -1,12 +1,16 @@
 """The session state machine with kurir on one side and libsignal 0.90.0 on the other.
 
 Owns: `LibsignalPeer` (a participant held by the interop harness, behind the machine's `Peer`
-Protocol, with libsignal's errors translated into kurir's) and the kurir-libsignal machine. The
+Protocol, with libsignal's errors translated into kurir's) and the kurir-libsignal machines. The
 rules and the model are `session_model`'s: sessions started from either side's bundle (kurir's
 bundles carry Kyber1024 prekeys, the only KEM libsignal accepts), simultaneous initiation,
 reordering, loss, duplicates and tampering, with the same predictions for both libraries: they
 keep the same limits (five receiving chains, forty archived sessions). Snapshot, restore and
-restart apply to the kurir participant only (the harness cannot load a record back).
+restart apply to the kurir participants only (the harness cannot load a record back).
+
+Two machines: Alice on kurir and Bob on libsignal; and three devices where Bob's device 1 is
+libsignal and his device 2 kurir, with the same identity key, so that the two libraries also hold
+sessions of an identity with itself (no forward-jump limit there).
 
 The harness is `tests/interop/harness` (see docs/interop.md). Without Node.js or its
 ``node_modules`` the test is skipped with the reason; when ``CI`` is set it fails instead, as the
@@ -166,7 +170,9 @@ class LibsignalPeer:
 class KurirAndLibsignal(SessionMachine):
     """Alice on kurir, Bob on libsignal."""
 
-    DEVICES = (("alice", 1, "alice"), ("bob", 1, "bob"))
+    DEVICES: tuple[tuple[str, int, str], ...] = (("alice", 1, "alice"), ("bob", 1, "bob"))
+    LIBSIGNAL: ClassVar[tuple[int, ...]] = (1,)
+    """Which of `DEVICES` libsignal plays."""
     LS: ClassVar[Any] = None
 
     def __init__(self) -> None:
@@ -176,11 +182,22 @@ class KurirAndLibsignal(SessionMachine):
     def make_peer(
         self, index: int, address: ProtocolAddress, identity: IdentityKeyPair, rng: Rng
     ) -> Peer:
-        if index == 0:
+        if index not in self.LIBSIGNAL:
             return super().make_peer(index, address, identity, rng)
         peer = LibsignalPeer(self.LS, address, identity, 1000 + index)
-        peer.others = [ProtocolAddress(name, DeviceId(d)) for name, d, _ in self.DEVICES[:index]]
+        peer.others = [
+            ProtocolAddress(name, DeviceId(device))
+            for other, (name, device, _) in enumerate(self.DEVICES)
+            if other != index
+        ]
         return peer
+
+
+class MixedDevices(KurirAndLibsignal):
+    """Alice on kurir; Bob's device 1 on libsignal and his device 2 on kurir, sharing Bob's
+    identity key: the two libraries also hold a session of an identity with itself."""
+
+    DEVICES = (("alice", 1, "alice"), ("bob", 1, "bob"), ("bob", 2, "bob"))
 
 
 @pytest.fixture(scope="module")
@@ -195,12 +212,13 @@ def harness() -> Iterator[Any]:
         yield ls
 
 
-def test_kurir_and_libsignal(harness: Any) -> None:
-    KurirAndLibsignal.LS = harness
+@pytest.mark.parametrize("machine", [KurirAndLibsignal, MixedDevices])
+def test_kurir_and_libsignal(harness: Any, machine: type[KurirAndLibsignal]) -> None:
+    machine.LS = harness
     run_state_machine_as_test(
-        KurirAndLibsignal,
+        machine,
         settings=settings(
-            max_examples=50,
+            max_examples=40,
             stateful_step_count=30,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],

@@ -146,6 +146,7 @@ async def test_bad_input_changes_nothing(http: httpx.AsyncClient, server: Runnin
         ("DELETE", f"/v1/groups/{gid}/members/{dean.account_id}", None, 404, "unknown_account"),
         ("DELETE", f"/v1/groups/{gid}/members/{alice.account_id}", None, 400, "invalid_request"),
         ("PUT", f"/v1/groups/{gid}/settings", {"muted_until": -1}, 400, "invalid_request"),
+        ("PUT", f"/v1/groups/{gid}/settings", {"sound": "siren"}, 400, "invalid_request"),
     ]
     for method, path, body, status, code in cases:
         response = await http.request(method, path, json=body, headers=alice.auth)
@@ -279,3 +280,66 @@ async def test_malformed_group_send_is_answered(
         assert isinstance(result, Result)
         assert result.error is not None
         assert (result.id, result.error.code) == (3, "invalid_request")
+
+
+async def test_blocked_or_unreachable_accounts_cannot_be_added(
+    http: httpx.AsyncClient, server: RunningServer
+) -> None:
+    alice, bob, cara, dean = await _people(http, server)
+    # Bob blocks Alice; Dean (instagram) lets nobody of another app reach him
+    response = await http.post(
+        "/v1/blocks", json={"account_id": str(alice.account_id)}, headers=bob.auth
+    )
+    assert response.status_code == 204, response.text
+    response = await http.put("/v1/settings", json={"reachability": "nobody"}, headers=dean.auth)
+    assert response.status_code == 200, response.text
+    for target in (bob, dean):
+        body = {"name": "x", "members": [str(target.account_id)]}
+        response = await http.post("/v1/groups", json=body, headers=alice.auth)
+        assert (response.status_code, response.json()["error"]["code"]) == (403, "forbidden")
+    assert (await http.get("/v1/groups", headers=alice.auth)).json() == {"groups": []}
+    group = await _create(http, alice, cara)
+    for target in (bob, dean):
+        response = await http.post(
+            f"/v1/groups/{group['group_id']}/members",
+            json={"members": [str(target.account_id)]},
+            headers=alice.auth,
+        )
+        assert (response.status_code, response.json()["error"]["code"]) == (403, "forbidden")
+    assert (await _get(http, group["group_id"], alice)).json() == group
+
+
+async def test_openapi_documents_the_group_routes(http: httpx.AsyncClient) -> None:
+    paths = (await http.get("/openapi.json")).json()["paths"]
+    assert set(paths["/v1/groups"]) == {"get", "post"}
+    assert "delete" in paths["/v1/groups/{group_id}/members/{account_id}"]
+    assert "409" in paths["/v1/groups"]["post"]["responses"]  # group_full
+    for path in ("/leave", "/admins", "/settings", "/members"):
+        assert f"/v1/groups/{{group_id}}{path}" in paths
+
+
+async def test_offline_members_get_a_push_with_their_group_flags(
+    http: httpx.AsyncClient, server: RunningServer
+) -> None:
+    alice, bob, cara, dean = await _people(http, server)
+    gid = (await _create(http, alice, bob, cara, dean))["group_id"]
+    settings = {"muted_until": 4_000_000_000_000, "sound": "bell"}
+    assert (
+        await http.put(f"/v1/groups/{gid}/settings", json=settings, headers=bob.auth)
+    ).status_code == 204
+    response = await http.put(
+        f"/v1/groups/{gid}/settings", json={"sound": "chime"}, headers=cara.auth
+    )
+    assert response.status_code == 204
+    provider = server.app.state.metadata.push.provider
+    before = len(provider.sent)
+    async with online(server, alice) as a, online(server, dean) as d:
+        frame = GroupSend(id=1, group_id=UUID(gid), message_id=b"\x05" * 16, timestamp=1, body=b"c")
+        await send_frame(a, frame)
+        assert await recv_frame(a) == Result(1, True)
+        assert isinstance(await recv_frame(d), Envelope)
+    pushed = {ref.account_id: payload for ref, payload in provider.sent[before:]}
+    assert set(pushed) == {bob.account_id, cara.account_id}  # Dean was online
+    assert (pushed[bob.account_id].silent, pushed[bob.account_id].sound) == (True, "none")
+    assert (pushed[cara.account_id].silent, pushed[cara.account_id].sound) == (False, "chime")
+    assert {p.conversation for p in pushed.values()} == {gid}

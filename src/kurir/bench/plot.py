@@ -11,13 +11,21 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from kurir.bench.load import PhaseResult
+from kurir.bench.load import LatencySummary, PhaseResult
 
-__all__ = ["INSTALL_HINT", "have_plotting", "plot_results", "write_json"]
+__all__ = [
+    "INSTALL_HINT",
+    "have_plotting",
+    "main",
+    "plot_results",
+    "results_from_json",
+    "write_json",
+]
 
 INSTALL_HINT: Final = (
     "plotting needs matplotlib, in kurir's optional 'bench' extra: "
@@ -54,15 +62,28 @@ def plot_results(path: Path, results: Sequence[PhaseResult], *, title: str) -> N
     import matplotlib.pyplot as plt
 
     servers = list(dict.fromkeys(r.server for r in results))
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    fig, ax = plt.subplots(figsize=(8, 5.6), dpi=110)
     for index, server in enumerate(servers):
+        colour = f"C{index}"
+        # closed-loop "max" phases are a different experiment from the open-loop fixed rates:
+        # drawn as separate stars, not joined to the fixed-rate curve
+        closed = [r for r in results if r.server == server and r.target_rate is None]
+        for r in closed:
+            if r.latency is not None:
+                ax.plot([r.delivered_per_s], [r.latency.p50_ms], "*", color=colour, ms=12)
+                ax.plot(
+                    [r.delivered_per_s], [r.latency.p99_ms], "*", color=colour, ms=12, mfc="none"
+                )
         rows = sorted(
-            (r for r in results if r.server == server and r.latency is not None),
+            (
+                r
+                for r in results
+                if r.server == server and r.latency is not None and r.target_rate is not None
+            ),
             key=lambda r: r.delivered_per_s,
         )
         if not rows:
             continue
-        colour = f"C{index}"
         xs = [r.delivered_per_s for r in rows]
         ax.plot(
             xs,
@@ -82,10 +103,38 @@ def plot_results(path: Path, results: Sequence[PhaseResult], *, title: str) -> N
     ax.set_yscale("log")
     ax.set_xlabel("delivered messages per second")
     ax.set_ylabel("latency send -> receipt (ms)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
+    ax.plot([], [], "*", color="grey", ms=12, label="max, closed loop (filled p50, open p99)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def results_from_json(path: Path) -> list[PhaseResult]:
+    """The phases of a results file written by ``kurir bench`` or ``bench/synapse_compare.py``."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    rows: list[PhaseResult] = []
+    for phase in document.get("phases", []):
+        latency = phase.pop("latency")
+        rows.append(
+            PhaseResult(**phase, latency=None if latency is None else LatencySummary(**latency))
+        )
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m kurir.bench.plot RESULTS.json OUT.png [TITLE]``: plot a results file again."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) not in (2, 3):
+        print("usage: python -m kurir.bench.plot RESULTS.json OUT.png [TITLE]", file=sys.stderr)
+        return 2
+    title = args[2] if len(args) == 3 else "throughput against latency"
+    plot_results(Path(args[1]), results_from_json(Path(args[0])), title=title)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,6 +10,9 @@ from kurir.client.content import (
     Content,
     Delete,
     Edit,
+    GroupAction,
+    GroupChange,
+    GroupMessage,
     MessageRef,
     Reaction,
     Receipt,
@@ -41,6 +44,7 @@ from kurir.client.events import (
     UndecryptableEvent,
     UnreadableEvent,
 )
+from kurir.client.groups import Groups
 
 __all__ = [
     "DEV_CODE",
@@ -53,6 +57,10 @@ __all__ = [
     "Edit",
     "Event",
     "ExpiredEvent",
+    "GroupAction",
+    "GroupChange",
+    "GroupMessage",
+    "Groups",
     "IdentityChangedError",
     "IdentityChangedEvent",
     "InvalidAddressError",

@@ -326,7 +326,7 @@ class Client:
             tap=self._tap,
             on_undecryptable=self._ask_for_resend,
             on_retry_request=self._answer_retry_request,
-            groups=GroupReceiver(self._store),
+            groups=GroupReceiver(self._store, on_missing_key=self._ask_for_sender_key),
         )
         self._outgoing = Outgoing(
             self._store,
@@ -400,6 +400,9 @@ class Client:
         retries = self._retries
         if retries is not None:
             self._spawn(retries.ask_for_resend(sender, device, request), "retry request")
+
+    def _ask_for_sender_key(self, sender: UUID, device: int, group_id: UUID) -> None:
+        self._spawn(self.groups.request_key(sender, device, group_id), "sender key request")
 
     def _answer_retry_request(self, requester: UUID, device: int, request: RetryRequest) -> None:
         retries = self._retries

@@ -54,6 +54,7 @@ __all__ = [
     "Receipt",
     "ReceiptKind",
     "SenderKeyDistribution",
+    "SenderKeyRequest",
     "SentTranscript",
     "Text",
     "Typing",
@@ -188,6 +189,17 @@ class SenderKeyDistribution(msgspec.Struct, frozen=True, tag_field="kind", tag="
     distribution: bytes
 
 
+class SenderKeyRequest(msgspec.Struct, frozen=True, tag_field="kind", tag="sender_key_request"):
+    """Asks a member device (inside a 1:1 session) to give its sender key again: one of its
+    group messages arrived before its key (e.g. we joined while it was sending).
+
+    Attributes:
+        group_id: the group (UUID text).
+    """
+
+    group_id: str
+
+
 class GroupMessage(msgspec.Struct, frozen=True, tag_field="kind", tag="group"):
     """A message in a group, encrypted once with the sender's sender key.
 
@@ -237,6 +249,7 @@ Body = (
     | Typing
     | SentTranscript
     | SenderKeyDistribution
+    | SenderKeyRequest
     | GroupMessage
     | GroupChange
 )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import uuid
+from collections.abc import Callable
 from typing import Final
 from uuid import UUID
 
@@ -23,12 +24,17 @@ from kurir.client.content import (
     GroupChange,
     GroupMessage,
     SenderKeyDistribution,
+    SenderKeyRequest,
     decode_content,
 )
 from kurir.client.errors import PeerContentError
 from kurir.client.store import ClientStore, InboxKind
 from kurir.crypto.address import DeviceId, ProtocolAddress
-from kurir.crypto.errors import DuplicateMessageError, SignalProtocolError
+from kurir.crypto.errors import (
+    DuplicateMessageError,
+    NoSenderKeyStateError,
+    SignalProtocolError,
+)
 from kurir.crypto.sender_key_record import SenderKeyRecord
 from kurir.crypto.sender_keys import (
     SenderKeyDistributionMessage,
@@ -38,7 +44,10 @@ from kurir.crypto.sender_keys import (
 )
 from kurir.wire.frames import Envelope
 
-__all__ = ["GroupKeys", "GroupReceiver", "SqliteSenderKeyStore"]
+__all__ = ["GroupKeys", "GroupReceiver", "OnMissingKey", "SqliteSenderKeyStore"]
+
+OnMissingKey = Callable[[UUID, int, UUID], None]
+"""Called with (sender account, sender device, group id) for a message without its key."""
 
 _log = logging.getLogger(__name__)
 
@@ -113,6 +122,13 @@ class GroupKeys:
                 [(str(group_id), str(a), d) for a, d in holders],
             )
 
+    def forget_holder(self, group_id: UUID, account_id: UUID, device_id: int) -> None:
+        """The device lacks our key after all: it gets it again before our next message."""
+        self._db.execute(
+            "DELETE FROM group_key_holders WHERE group_id = ? AND account_id = ? AND device_id = ?",
+            (str(group_id), str(account_id), device_id),
+        )
+
     def start_new_key(self, group_id: UUID) -> None:
         """Forgets every holder and the pending rotation (call in the rotating transaction)."""
         self._db.execute("DELETE FROM group_key_holders WHERE group_id = ?", (str(group_id),))
@@ -137,9 +153,12 @@ class GroupReceiver:
 
     Args:
         store: the profile's store.
+        on_missing_key: called with (sender account, sender device, group id) when a group
+            message arrived before the sender's key (the client then asks for the key).
     """
 
-    def __init__(self, store: ClientStore) -> None:
+    def __init__(self, store: ClientStore, on_missing_key: OnMissingKey | None = None) -> None:
+        self._on_missing_key = on_missing_key
         self._store = store
         self._keys = SqliteSenderKeyStore(store)
         self._groups = GroupKeys(store)
@@ -154,6 +173,14 @@ class GroupReceiver:
             content = decode_content(plaintext)
         except PeerContentError:
             return False
+        if isinstance(content.body, SenderKeyRequest):
+            try:
+                group_id = UUID(content.body.group_id)
+            except ValueError:
+                return True
+            with self._store.transaction():
+                self._groups.forget_holder(group_id, source, device)
+            return True
         if not isinstance(content.body, SenderKeyDistribution):
             return False
         try:
@@ -189,6 +216,14 @@ class GroupReceiver:
             return False
         except sqlite3.Error:
             raise  # our storage failed: no ack, the server redelivers it
+        except NoSenderKeyStateError:
+            _log.warning("a group message arrived before its sender key")
+            missing = b"cannot decrypt: the sender's key has not arrived"
+            stored = self._add(InboxKind.UNDECRYPTABLE, envelope, source, device, missing)
+            if stored and self._on_missing_key is not None:
+                group_id = SenderKeyMessage.deserialize(envelope.body).distribution_id
+                self._on_missing_key(source, device, group_id)
+            return stored
         except Exception as exc:
             _log.warning("cannot decrypt a group message: %s", type(exc).__name__)
             reason_bytes = f"cannot decrypt: {type(exc).__name__}".encode()

@@ -35,11 +35,17 @@ from kurir.client.content import (
     GroupMessage,
     Reaction,
     SenderKeyDistribution,
+    SenderKeyRequest,
     Text,
     encode_content,
 )
 from kurir.client.directory import Directory
-from kurir.client.errors import NotRegisteredError, UsageError
+from kurir.client.errors import (
+    IdentityChangedError,
+    NotRegisteredError,
+    PeerContentError,
+    UsageError,
+)
 from kurir.client.events import MessageId
 from kurir.client.group_store import GroupKeys, SqliteSenderKeyStore
 from kurir.client.outgoing import Outgoing
@@ -149,14 +155,24 @@ class Groups:
 
     async def remove(self, group_id: UUID, address: str) -> group_api.GroupInfo:
         """Removes a member (we must be an admin); our next message (this announcement) uses
-        a new sender key, and so does every other member's."""
+        a new sender key, and so does every other member's. The removed member is told in a
+        1:1 message (the group's fan-out no longer reaches it)."""
         (account,) = await self._accounts([address])
+        before = await self.get(group_id)
         info: group_api.GroupInfo = await self._call(
             "DELETE", f"/v1/groups/{group_id}/members/{account}", group_api.GroupInfo
         )
         with self._store.transaction():
             self._holders.request_rotation(group_id)
-        await self._announce(info, GroupAction.REMOVED, [account])
+        change = await self._announce(info, GroupAction.REMOVED, [account])
+        gone = next((m for m in before.members if m.account_id == account), None)
+        outgoing = self._outgoing()
+        if gone is not None and outgoing is not None:
+            message_id = MessageId(self._rng(16))
+            self._store.mark_control(message_id)
+            now = self._now_ms()
+            plaintext = encode_content(Content(change, sent_at=now))
+            await outgoing.deliver(account, set(gone.devices), message_id, now, plaintext)
         return info
 
     async def promote(self, group_id: UUID, address: str) -> group_api.GroupInfo:
@@ -177,6 +193,9 @@ class Groups:
         me = self._me()
         await self._announce(info, GroupAction.LEFT, [me.name])
         await self._call("POST", f"/v1/groups/{group_id}/leave", None)
+        with self._store.transaction():  # should we be added again, we start a new key
+            self._holders.start_new_key(group_id)
+            self._holders.request_rotation(group_id)
 
     async def settings(
         self,
@@ -189,6 +208,20 @@ class Groups:
         """Replaces our own archive / mute / sound flags for the group (kept by the server)."""
         body = group_api.GroupSettings(archived, muted_until, sound)
         await self._call("PUT", f"/v1/groups/{group_id}/settings", None, body)
+
+    async def request_key(self, account_id: UUID, device: int, group_id: UUID) -> None:
+        """Asks a member's devices for their sender key again (one of its group messages
+        arrived before its key); they give it before their next group message."""
+        outgoing = self._outgoing()
+        if outgoing is None:
+            raise UsageError("not connected (call connect first)")
+        contact = self._directory.known(account_id)
+        devices = set(contact.devices) if contact is not None else {device}
+        message_id = MessageId(self._rng(16))
+        self._store.mark_control(message_id)
+        now = self._now_ms()
+        plaintext = encode_content(Content(SenderKeyRequest(str(group_id)), sent_at=now))
+        await outgoing.deliver(account_id, devices | {device}, message_id, now, plaintext)
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -213,11 +246,12 @@ class Groups:
 
     async def _announce(
         self, info: group_api.GroupInfo, action: GroupAction, targets: Sequence[UUID | str]
-    ) -> None:
+    ) -> GroupChange:
         change = GroupChange(
             str(info.group_id), action, info.name, [str(t) for t in targets], info.revision
         )
         await self._send_content(info, change)
+        return change
 
     def _me(self) -> ProtocolAddress:
         account = self._store.account()
@@ -260,7 +294,13 @@ class Groups:
             for account_id, devices in sorted(missing.items()):
                 message_id = MessageId(self._rng(16))
                 self._store.mark_control(message_id)  # its receipts are not the app's
-                accepted = await outgoing.deliver(account_id, devices, message_id, now, key)
+                try:
+                    accepted = await outgoing.deliver(account_id, devices, message_id, now, key)
+                except (IdentityChangedError, PeerContentError) as exc:
+                    # not given our key until the user accepts the new identity (trust); the
+                    # others must still get the message
+                    _log.warning("a member gets no sender key: %s", type(exc).__name__)
+                    continue
                 self._holders.add_holders(group_id, {(account_id, d) for d in accepted})
         message_id = MessageId(self._rng(16))
         with self._store.transaction():

@@ -28,13 +28,14 @@ from kurir.server.metadata_app import build_metadata, push_provider_for
 from kurir.server.metadata_http import metadata_routes
 from kurir.server.metrics import MeteredMessageService, Metrics, metrics_endpoint
 from kurir.server.openapi import openapi_document
-from kurir.server.ratelimit import RateLimiter
 from kurir.server.routing import open_router, router_healthy
 from kurir.server.services.accounts import AccountService
+from kurir.server.services.group_push import AccountDefaults, GroupPush, RegistryPresence
 from kurir.server.services.groups import GroupService
 from kurir.server.services.keys import KeyService
 from kurir.server.services.messages import MessageService
 from kurir.server.services.policy import GroupAddPolicy
+from kurir.server.shared_limits import close_limiters, open_limiters
 from kurir.server.storage.memory import MemoryEngine
 from kurir.server.storage.metadata_records import Reachability
 from kurir.server.storage.protocols import StorageEngine
@@ -121,6 +122,7 @@ def create_app(
         engine = await _open_engine(config)
         storage = engine.storage
         registry = open_router(config.redis, rng=rng, node_id=config.node_id)
+        limiters = open_limiters(config.redis, config.limits, clock)
         await registry.start()
         metrics.watch(connections=registry.__len__, redis_up=lambda: router_healthy(registry))
         metadata = build_metadata(  # issue 5: blocks, reachability, counts, push, report
@@ -152,10 +154,9 @@ def create_app(
                 rng=rng,
                 revoker=registry,
                 max_devices=config.max_devices,
+                limiters=limiters,
             ),
-            keys=KeyService(
-                storage.keys, RateLimiter(config.limits.bundle_fetch_per_account, clock)
-            ),
+            keys=KeyService(storage.keys, limiters.bundle_fetch_per_account),
             messages=messages,
             connections=registry,
             clock=clock,
@@ -171,6 +172,14 @@ def create_app(
                     member_cap=config.group_member_cap,
                     mailbox_cap=config.mailbox_cap,
                     envelope_ttl_ms=config.envelope_ttl_ms,
+                    after_fan_out=GroupPush(
+                        storage.groups,
+                        metadata.push,
+                        metadata.store,
+                        RegistryPresence(registry),
+                        AccountDefaults(metadata.conversations),
+                        clock=clock,
+                    ),
                 )
             ),
         )
@@ -182,6 +191,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
             await registry.close()
+            await close_limiters(limiters)
             await engine.close()
 
     async def openapi_json(request: Request) -> Response:

@@ -2,7 +2,8 @@
 
 This module owns moving frames between one device's socket and the services: decoding
 client frames (:mod:`kurir.wire.frames`), answering each ``send`` with a ``result`` after the
-commit, delivering the mailbox in seq order followed by ``drained``, waking on new mail, and
+commit (and each ``group_send``, :mod:`kurir.server.services.groups`), delivering the mailbox
+in seq order followed by ``drained``, waking on new mail, and
 closing with the protocol's codes (4000 protocol error, 4001 replaced, 4003 auth failed or
 credentials revoked by re-registration). The
 delivery rules themselves live in :mod:`kurir.server.services.messages`.

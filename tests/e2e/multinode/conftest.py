@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from e2e.harness import app_key
 from kurir.client.client import Client
@@ -33,8 +34,16 @@ async def database_url(multinode_database: str) -> str:
 
 @pytest.fixture
 async def redis_url() -> str:
-    """The local test Redis (``$KURIR_TEST_REDIS`` or redis://127.0.0.1:6379/0)."""
-    return await require_redis()
+    """The local test Redis (``$KURIR_TEST_REDIS`` or redis://127.0.0.1:6379/0), with no
+    rate-limit bucket left from earlier tests (they register the same addresses again)."""
+    url = await require_redis()
+    redis: Redis = Redis.from_url(url)
+    try:
+        async for key in redis.scan_iter(match="kurir:rl:*"):
+            await redis.delete(key)
+    finally:
+        await redis.aclose()
+    return url
 
 
 OpenClient = Callable[[str, str], Awaitable[Client]]

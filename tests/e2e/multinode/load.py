@@ -19,7 +19,7 @@ from kurir.client.errors import ClientError
 from kurir.client.events import MessageEvent
 
 END: Final = "selesai"
-GUARD_SECONDS: Final = 180.0
+GUARD_SECONDS: Final = 120.0
 """Only a guard against a hung test; no assertion depends on time."""
 
 
@@ -78,20 +78,28 @@ async def run_load(
     talkers: list[Talker], fault: contextlib.AbstractAsyncContextManager[None]
 ) -> None:
     """Run the load; enter ``fault`` while it runs; stop the senders when it exits."""
-    async with asyncio.timeout(GUARD_SECONDS):
-        senders = [asyncio.create_task(t.send_until_stopped()) for t in talkers]
-        receivers = [asyncio.create_task(t.receive_until_end()) for t in talkers]
-        try:
+    senders = [asyncio.create_task(t.send_until_stopped()) for t in talkers]
+    receivers = [asyncio.create_task(t.receive_until_end()) for t in talkers]
+    phase = "fault"
+    try:
+        async with asyncio.timeout(GUARD_SECONDS):
             async with fault:
                 pass
             for talker in talkers:
                 talker.stop.set()
+            phase = "senders"
             await asyncio.gather(*senders)
+            phase = "receivers"
             await asyncio.gather(*receivers)
-        finally:
-            for task in (*senders, *receivers):
-                task.cancel()
-            await asyncio.gather(*senders, *receivers, return_exceptions=True)
+    except TimeoutError:
+        state = [
+            (t.name, len(t.acknowledged), len(t.unconfirmed), len(t.received)) for t in talkers
+        ]
+        raise AssertionError(f"hung in {phase}: (name, acked, unconfirmed, received) {state}")
+    finally:
+        for task in (*senders, *receivers):
+            task.cancel()
+        await asyncio.gather(*senders, *receivers, return_exceptions=True)
 
 
 def check_exactly_once_in_order(sender: Talker, recipient: Talker) -> None:

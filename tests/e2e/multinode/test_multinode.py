@@ -6,15 +6,19 @@ code must be seen), one shared scratch schema and the local Redis.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import httpx
+from redis.asyncio import Redis
 
 from e2e.harness import BUDI, MEGA, RINA, collect
 from e2e.multinode.conftest import OpenClient
 from e2e.multinode.nodes import FailoverProxy, running_nodes
 from e2e.multinode.raw import RawConnection, register
 from kurir.client.content import Text
+from kurir.server.config import RateLimits
+from kurir.wire.auth import encode_basic_auth, encode_password
 from kurir.wire.frames import CloseCode, Envelope
 
 
@@ -132,3 +136,26 @@ async def test_metrics_count_per_node_and_name_no_one(
             assert "rina" not in text
         await inbox.close()
         await outbox.close()
+
+
+async def test_failed_authentications_are_limited_across_nodes(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    # a database of its own in Redis: this test exhausts the bucket of the host 127.0.0.1
+    isolated = redis_url.rsplit("/", 1)[0] + "/3"
+    async with running_nodes(tmp_path, 2, database=database_url, redis=isolated) as nodes:
+        one, two = nodes
+        wrong = {"Authorization": encode_basic_auth(uuid.uuid4(), 1, encode_password(b"x" * 16))}
+        try:
+            async with httpx.AsyncClient() as http:
+                for _ in range(RateLimits().failed_auth_per_host.burst):
+                    answer = await http.get(one.url + "/v1/devices", headers=wrong)
+                    assert answer.status_code == 401
+                answer = await http.get(two.url + "/v1/devices", headers=wrong)
+                assert answer.status_code == 429  # node two knows what node one counted
+                assert int(answer.headers["Retry-After"]) >= 1
+        finally:
+            redis: Redis = Redis.from_url(isolated)
+            async for key in redis.scan_iter(match="kurir:rl:*"):
+                await redis.delete(key)
+            await redis.aclose()

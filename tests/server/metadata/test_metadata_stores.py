@@ -11,11 +11,12 @@ import pytest
 
 from kurir.server.storage.memory import MemoryEngine
 from kurir.server.storage.metadata_memory import MemoryMetadataStore
-from kurir.server.storage.metadata_protocols import MetadataStore
+from kurir.server.storage.metadata_protocols import MetadataStore, PolicyViewReader
 from kurir.server.storage.metadata_records import (
     AccountSettings,
     AvatarRecord,
     ConversationState,
+    PolicyView,
     PushSubscription,
     Reachability,
 )
@@ -125,3 +126,18 @@ async def test_contacts_and_push(store: MetadataStore) -> None:
     assert await store.push_subscriptions(A) == [sub]
     assert await store.delete_push(A, DeviceId(1))
     assert await store.push_subscription(A, DeviceId(1)) is None
+
+
+async def test_policy_view_matches_the_separate_reads(store: MetadataStore) -> None:
+    assert isinstance(store, PolicyViewReader)
+    empty = await store.policy_view(A, B, [])
+    assert empty == PolicyView(None, False, None, False)
+    await store.put_settings(A, AccountSettings(Reachability.NOBODY))
+    await store.block(A, B, now=1)
+    await store.set_state(A, B, ConversationState.DECLINED, now=2)
+    await store.replace_contacts(A, ["messenger:101"], now=3)
+    view = await store.policy_view(A, B, ["+62", "messenger:101"])
+    assert view == PolicyView(Reachability.NOBODY, True, ConversationState.DECLINED, True)
+    assert await store.policy_view(A, C, ["+62"]) == PolicyView(
+        Reachability.NOBODY, False, None, False
+    )

@@ -173,3 +173,25 @@ async def test_bad_settings_values_change_nothing(
     assert r.json()["blocks"] == []
     r = await mhttp.get("/v1/settings")
     assert r.status_code == 401
+
+
+async def test_group_invitations_follow_blocks_and_reachability(
+    mhttp: httpx.AsyncClient, mserver: RunningServer
+) -> None:
+    budi, rina, mega = await people(mhttp, mserver, BUDI, RINA, MEGA)
+    await _everyone(mhttp, budi)
+    await mhttp.post("/v1/blocks", json={"address": RINA}, headers=budi.auth)
+    r = await mhttp.post(
+        "/v1/groups", json={"name": "g", "members": [str(budi.account_id)]}, headers=rina.auth
+    )
+    assert r.status_code == 403, r.text
+    # mega has the default (contacts): a stranger of another app cannot add her either
+    r = await mhttp.post(
+        "/v1/groups", json={"name": "g", "members": [str(mega.account_id)]}, headers=budi.auth
+    )
+    assert r.status_code == 403, r.text
+    await mhttp.post("/v1/contacts", json={"entries": [BUDI]}, headers=mega.auth)
+    r = await mhttp.post(
+        "/v1/groups", json={"name": "g", "members": [str(mega.account_id)]}, headers=budi.auth
+    )
+    assert r.status_code == 200, r.text

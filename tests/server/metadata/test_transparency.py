@@ -167,4 +167,21 @@ async def _send_both(
         assert await recv_frame(ws) == Result(1, True)
 
 
-del send_text
+async def test_report_on_the_memory_engine(tmp_path: Path) -> None:
+    async with (
+        start_server(None, default_reachability="everyone") as server,
+        httpx.AsyncClient(base_url=server.base_url) as http,
+    ):
+        budi, rina = await people(http, server, BUDI, RINA)
+        await http.post("/v1/blocks", json={"address": RINA}, headers=budi.auth)
+        await send_text(server, budi, rina, b"opaque")
+        r = await http.get("/v1/report", headers=budi.auth)
+        tables = r.json()["tables"]
+        assert tables["accounts"][0]["identifier"] == "+6281234567890"
+        assert tables["devices"][0]["password_hash"] == "<32 bytes, not shown>"
+        assert tables["blocks"][0]["blocked"] == str(rina.account_id)
+        assert tables["conversations"][0]["sent"] == 1
+        r = await http.get("/v1/report", headers=rina.auth)
+        (envelope,) = r.json()["tables"]["envelopes"]
+        assert envelope["body"] == "<6 bytes, not shown>"
+        assert r.json()["tables"]["blocks"] == []  # budi's block of rina is budi's

@@ -290,3 +290,21 @@ async def test_ack_after_a_lapsed_delivery_record_is_not_refused(engine: Postgre
     await mb.acknowledge(B_ID, D1, [2], now=160, expires_at=FAR, receipt_source_address=None)
     assert await mb.fetch(B_ID, D1, after_seq=0, limit=9, now=170) == []
     assert await mb.enqueue([_env(B_ID, b"k" * 16)], now=180, expires_at=FAR, cap=9) == []
+
+
+async def test_database_failures_are_storage_errors_without_the_database_text(dsn: str) -> None:
+    db = await postgres_db.PgDatabase.open(dsn)
+
+    async def bad(conn: postgres_db.Conn) -> None:
+        await conn.execute("SELECT 'user secret +628123'::integer")
+
+    try:
+        with pytest.raises(StorageError) as info:
+            await db.transaction(bad)
+        assert str(info.value) == "database failure: InvalidTextRepresentationError"
+        assert info.value.__cause__ is None
+        with pytest.raises(StorageError):
+            await db.read(bad)
+        assert await db.read(lambda conn: conn.fetchval("SELECT 1")) == 1  # still usable
+    finally:
+        await db.close()

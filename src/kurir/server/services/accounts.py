@@ -15,7 +15,7 @@ from typing import Final, Protocol
 from kurir.server.config import AppCatalogue, RateLimits
 from kurir.server.credentials import hash_password, verify_password
 from kurir.server.errors import RateLimited, Refused
-from kurir.server.ratelimit import RateLimiter
+from kurir.server.shared_limits import Limiters, open_limiters
 from kurir.server.storage.errors import TooManyDevices, UnknownDevice
 from kurir.server.storage.protocols import AccountStore
 from kurir.server.storage.records import AccountRecord, DeviceRecord, NewDevice
@@ -92,6 +92,8 @@ class AccountService:
         rng: Randomness for account ids and salts.
         revoker: Closes the live connections of a re-registered account or removed device.
         max_devices: Most devices per account, the primary included.
+        limiters: The rate limiters (shared through Redis on several nodes); default:
+            node-local buckets of ``limits``.
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class AccountService:
         rng: Rng,
         revoker: Revoker,
         max_devices: int = 6,
+        limiters: Limiters | None = None,
     ) -> None:
         self._store = store
         self._revoker = revoker
@@ -115,11 +118,13 @@ class AccountService:
         self._verifier = verifier
         self._clock = clock
         self._rng = rng
-        self._verify_address = RateLimiter(limits.verification_per_address, clock)
-        self._verify_host = RateLimiter(limits.verification_per_host, clock)
-        self._register_address = RateLimiter(limits.registration_per_address, clock)
-        self._failed_auth = RateLimiter(limits.failed_auth_per_host, clock)
-        self._directory = RateLimiter(limits.directory_per_account, clock)
+        # shared across nodes when the composition root passes Redis-backed limiters
+        lim = limiters if limiters is not None else open_limiters(None, limits, clock)
+        self._verify_address = lim.verification_per_address
+        self._verify_host = lim.verification_per_host
+        self._register_address = lim.registration_per_address
+        self._failed_auth = lim.failed_auth_per_host
+        self._directory = lim.directory_per_account
 
     @property
     def catalogue(self) -> AppCatalogue:
@@ -152,10 +157,10 @@ class AccountService:
         """
         address = self.parse(address_text)
         self._check_app_key(address, client_key)
-        if not self._verify_host.try_acquire(host):
-            raise RateLimited(self._verify_host.retry_after_s(host))
-        if not self._verify_address.try_acquire(str(address)):
-            raise RateLimited(self._verify_address.retry_after_s(str(address)))
+        if not await self._verify_host.try_acquire(host):
+            raise RateLimited(await self._verify_host.retry_after_s(host))
+        if not await self._verify_address.try_acquire(str(address)):
+            raise RateLimited(await self._verify_address.retry_after_s(str(address)))
         await self._verifier.start(address)
 
     async def register(
@@ -179,8 +184,8 @@ class AccountService:
             decode_password(password)
         except WireError as exc:
             raise Refused(exc.code, exc.message) from None
-        if not self._register_address.try_acquire(str(address)):
-            raise RateLimited(self._register_address.retry_after_s(str(address)))
+        if not await self._register_address.try_acquire(str(address)):
+            raise RateLimited(await self._register_address.retry_after_s(str(address)))
         if not await self._verifier.check(address, code):
             raise Refused(ErrorCode.INVALID_CODE, "the verification code is wrong or expired")
         salt = self._rng.token_bytes(16)
@@ -202,25 +207,25 @@ class AccountService:
             RateLimited: This host failed too often recently.
             Refused: ``unauthorized``.
         """
-        if not self._failed_auth.allowed(host):
-            raise RateLimited(self._failed_auth.retry_after_s(host))
+        if not await self._failed_auth.allowed(host):
+            raise RateLimited(await self._failed_auth.retry_after_s(host))
         bad = Refused(ErrorCode.UNAUTHORIZED, "invalid credentials")
         if not header:
             raise Refused(ErrorCode.UNAUTHORIZED, "credentials required")
         try:
             creds = parse_basic_auth(header)
         except WireError:
-            self._failed_auth.consume(host)
+            await self._failed_auth.consume(host)
             raise bad from None
         ref = DeviceRef(AccountId(creds.account_id), DeviceId(creds.device_id))
         device = await self._store.get_device(ref.account_id, ref.device_id)
         account = await self._store.get_account(ref.account_id) if device else None
         if device is None or account is None:
             verify_password(_DUMMY_SALT, creds.password, _DUMMY_HASH)  # same work either way
-            self._failed_auth.consume(host)
+            await self._failed_auth.consume(host)
             raise bad
         if not verify_password(device.salt, creds.password, device.password_hash):
-            self._failed_auth.consume(host)
+            await self._failed_auth.consume(host)
             raise bad
         return AuthedDevice(ref, account.address)
 
@@ -260,11 +265,11 @@ class AccountService:
             decode_password(password)
         except WireError as exc:
             raise Refused(exc.code, exc.message) from None
-        if not self._failed_auth.allowed(host):
-            raise RateLimited(self._failed_auth.retry_after_s(host))
+        if not await self._failed_auth.allowed(host):
+            raise RateLimited(await self._failed_auth.retry_after_s(host))
         entry = self._link_codes.pop(hashlib.sha256(code.encode()).digest(), None)
         if entry is None or entry[1] <= self._clock.now_ms():
-            self._failed_auth.consume(host)
+            await self._failed_auth.consume(host)
             raise Refused(ErrorCode.INVALID_CODE, "the link code is wrong, used or expired")
         account_id = entry[0]
         salt = self._rng.token_bytes(16)
@@ -316,8 +321,8 @@ class AccountService:
                 enumeration of the directory).
         """
         key = str(caller.account_id)
-        if not self._directory.try_acquire(key):
-            raise RateLimited(self._directory.retry_after_s(key))
+        if not await self._directory.try_acquire(key):
+            raise RateLimited(await self._directory.retry_after_s(key))
         addresses: list[Address] = []
         for text in address_texts:
             try:

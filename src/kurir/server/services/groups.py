@@ -10,6 +10,7 @@ decrypts anything: bodies and avatars are opaque. It knows nothing of sockets or
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Protocol
 from uuid import UUID
@@ -29,23 +30,36 @@ from kurir.server.storage.groups import (
     UnknownGroup,
     UnknownMember,
 )
+from kurir.server.storage.metadata_records import SOUNDS
 from kurir.server.storage.records import OutgoingEnvelope
-from kurir.server.types import AccountId, Clock, Rng
+from kurir.server.types import AccountId, Clock, DeviceRef, Rng
 from kurir.wire.errors import ErrorCode
 from kurir.wire.frames import EnvelopeType, GroupSend
 
-__all__ = ["AddPolicy", "AllowAll", "GroupService", "ReachabilityAddPolicy"]
+__all__ = ["AddPolicy", "AllowAll", "FanOutHook", "GroupService"]
+
+_log = logging.getLogger("kurir.server.groups")
 
 
 class AddPolicy(Protocol):
     """Whether ``actor`` may put ``target`` into a group (blocks, cross-app reachability).
 
-    The metadata features (issue 5) provide the real policy; until it is wired in, the
-    composition root passes :class:`AllowAll`.
+    The composition root passes the metadata features' policy (issue 5:
+    ``kurir.server.services.policy.GroupAddPolicy``); :class:`AllowAll` is for tests.
     """
 
     async def may_add(self, actor: AccountId, target: AccountId) -> bool:
         """Return False to refuse adding ``target`` (nothing is changed then)."""
+        ...
+
+
+class FanOutHook(Protocol):
+    """Told about the devices that got a new group envelope (push to the offline ones)."""
+
+    async def fanned_out(
+        self, group_id: GroupId, sender: AccountId, woken: Sequence[DeviceRef]
+    ) -> None:
+        """Called after the commit; a failure here never fails the send."""
         ...
 
 
@@ -55,42 +69,6 @@ class AllowAll:
     async def may_add(self, actor: AccountId, target: AccountId) -> bool:
         """Always True."""
         return True
-
-
-class _Verdict(Protocol):
-    @property
-    def verdict(self) -> str: ...
-
-
-class ReachPolicy(Protocol):
-    """What groups need of the metadata policy (``services.policy.PolicyService``)."""
-
-    async def is_blocked(self, owner: AccountId, target: AccountId) -> bool:
-        """Whether ``owner`` blocked ``target``."""
-        ...
-
-    async def may_reach(self, sender: AccountId, recipient: AccountId) -> _Verdict:
-        """How a message from ``sender`` would reach ``recipient``."""
-        ...
-
-
-class ReachabilityAddPolicy:
-    """Adding is refused when the target blocked the actor, or the target's cross-app
-    reachability setting would drop a first message from the actor.
-
-    Args:
-        policy: The metadata policy service (issue 5).
-    """
-
-    def __init__(self, policy: ReachPolicy) -> None:
-        self._policy = policy
-
-    async def may_add(self, actor: AccountId, target: AccountId) -> bool:
-        """See :class:`AddPolicy`."""
-        if await self._policy.is_blocked(target, actor):
-            return False
-        decision = await self._policy.may_reach(actor, target)
-        return str(decision.verdict) != "drop"
 
 
 def _refused(exc: Exception) -> Refused:
@@ -118,6 +96,7 @@ class GroupService:
         member_cap: Most members per group.
         mailbox_cap: Most envelopes per device mailbox.
         envelope_ttl_ms: Lifetime of an unacknowledged envelope.
+        after_fan_out: Pushes offline member devices after a fan-out committed.
     """
 
     def __init__(
@@ -131,7 +110,9 @@ class GroupService:
         member_cap: int,
         mailbox_cap: int,
         envelope_ttl_ms: int,
+        after_fan_out: FanOutHook | None = None,
     ) -> None:
+        self._after = after_fan_out
         self._groups = groups
         self._notifier = notifier
         self._clock = clock
@@ -264,7 +245,16 @@ class GroupService:
     async def update_settings(
         self, caller: AuthedDevice, group_id: GroupId, settings: MemberSettings
     ) -> None:
-        """Replace the caller's own archive / mute / sound flags for the group."""
+        """Replace the caller's own archive / mute / sound flags for the group.
+
+        Raises:
+            Refused: ``invalid_request`` (a sound that is not in the catalogue of sounds),
+                ``not_found``.
+        """
+        if settings.sound is not None and settings.sound not in SOUNDS:
+            raise Refused(
+                ErrorCode.INVALID_REQUEST, f"$.sound: unknown value, expected one of {list(SOUNDS)}"
+            )
         try:
             await self._groups.update_settings(group_id, caller.account_id, settings)
         except UnknownGroup as exc:
@@ -314,4 +304,9 @@ class GroupService:
             raise Refused(ErrorCode.MISMATCHED_DEVICES, "the group's devices changed") from None
         for ref in woken:
             self._notifier.wake(ref)
+        if self._after is not None and woken:
+            try:
+                await self._after.fanned_out(GroupId(frame.group_id), sender.account_id, woken)
+            except Exception:  # the message is committed; a failed push must not undo that
+                _log.exception("group push failed")
         return len(woken)

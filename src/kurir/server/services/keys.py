@@ -9,8 +9,8 @@ verify signatures that clients check themselves.
 from __future__ import annotations
 
 from kurir.server.errors import RateLimited, Refused
-from kurir.server.ratelimit import RateLimiter
 from kurir.server.services.accounts import AuthedDevice
+from kurir.server.shared_limits import Limiter
 from kurir.server.storage.errors import IdentityKeyChanged, KeysNotSet, UnknownDevice
 from kurir.server.storage.protocols import KeyStore
 from kurir.server.storage.records import KeyBundle, KeyCounts, KeyUpdate
@@ -28,7 +28,7 @@ class KeyService:
         bundle_limiter: Rate limiter of bundle fetches, keyed per calling account.
     """
 
-    def __init__(self, store: KeyStore, bundle_limiter: RateLimiter) -> None:
+    def __init__(self, store: KeyStore, bundle_limiter: Limiter) -> None:
         self._store = store
         self._bundles = bundle_limiter
 
@@ -68,8 +68,8 @@ class KeyService:
             Refused: ``not_found`` when the account or device has no published keys.
         """
         key = str(caller.account_id)
-        if not self._bundles.try_acquire(key):
-            raise RateLimited(self._bundles.retry_after_s(key))
+        if not await self._bundles.try_acquire(key):
+            raise RateLimited(await self._bundles.retry_after_s(key))
         bundle = await self._store.take_bundle(account_id, device_id)
         if bundle is None:
             raise Refused(ErrorCode.NOT_FOUND, "no keys for that account or device")

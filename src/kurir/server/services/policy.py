@@ -22,15 +22,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Final, Protocol
 
 from kurir.server.config import AppCatalogue
 from kurir.server.errors import Refused
-from kurir.server.storage.metadata_protocols import MetadataStore
+from kurir.server.storage.metadata_protocols import MetadataStore, PolicyViewReader
 from kurir.server.storage.metadata_records import (
     BlockRecord,
     ConversationRecord,
     ConversationState,
+    PolicyView,
     Reachability,
 )
 from kurir.server.storage.protocols import AccountStore
@@ -47,6 +48,9 @@ __all__ = [
     "contact_keys",
     "decide",
 ]
+
+
+_MAX_CACHED_ADDRESSES: Final = 100_000
 
 
 class Verdict(StrEnum):
@@ -157,6 +161,7 @@ class PolicyService:
         self._catalogue = catalogue
         self.default_reachability = default_reachability
         self._clock = clock
+        self._addresses: dict[AccountId, Address] = {}
 
     async def resolve(self, address: Address) -> AccountId | None:
         """The account registered at ``address``, or ``None``."""
@@ -164,9 +169,21 @@ class PolicyService:
         return found[address][0] if address in found else None
 
     async def address_of(self, account_id: AccountId) -> Address | None:
-        """The address of an account, or ``None``."""
+        """The address of an account, or ``None``.
+
+        Cached: an account keeps its address for good (re-registration keeps the id, and
+        accounts are never deleted), so the send path reads it once per account.
+        """
+        address = self._addresses.get(account_id)
+        if address is not None:
+            return address
         account = await self._accounts.get_account(account_id)
-        return None if account is None else account.address
+        if account is None:
+            return None
+        if len(self._addresses) >= _MAX_CACHED_ADDRESSES:
+            self._addresses.pop(next(iter(self._addresses)))
+        self._addresses[account_id] = account.address
+        return account.address
 
     async def is_blocked(self, owner: AccountId, target: AccountId) -> bool:
         """Whether ``owner`` blocked ``target``."""
@@ -179,21 +196,34 @@ class PolicyService:
         """
         if sender == recipient:
             return Decision(Verdict.DELIVER, "own account")
-        sender_account = await self._accounts.get_account(sender)
-        recipient_account = await self._accounts.get_account(recipient)
-        if sender_account is None or recipient_account is None:
+        sender_address = await self.address_of(sender)
+        recipient_address = await self.address_of(recipient)
+        if sender_address is None or recipient_address is None:
             return Decision(Verdict.DROP, "unknown account")
-        settings = await self._store.settings(recipient, default=self.default_reachability)
-        conversation = await self._store.conversation(recipient, sender)
+        keys = contact_keys(sender_address, self._catalogue)
+        if isinstance(self._store, PolicyViewReader):
+            view = await self._store.policy_view(recipient, sender, keys)
+        else:
+            view = await self._slow_view(recipient, sender, keys)
         return decide(
             same_account=False,
-            same_app=sender_account.address.app == recipient_account.address.app,
-            reachability=settings.reachability,
-            blocked=await self._store.is_blocked(recipient, sender),
-            state=None if conversation is None else conversation.state,
-            is_contact=await self._store.has_contact(
-                recipient, contact_keys(sender_account.address, self._catalogue)
-            ),
+            same_app=sender_address.app == recipient_address.app,
+            reachability=view.reachability or self.default_reachability,
+            blocked=view.blocked,
+            state=view.state,
+            is_contact=view.is_contact,
+        )
+
+    async def _slow_view(
+        self, owner: AccountId, peer: AccountId, keys: Sequence[str]
+    ) -> PolicyView:
+        stored = await self._store.stored_settings(owner)
+        row = await self._store.conversation(owner, peer)
+        return PolicyView(
+            None if stored is None else stored.reachability,
+            await self._store.is_blocked(owner, peer),
+            None if row is None else row.state,
+            await self._store.has_contact(owner, keys),
         )
 
     async def may_discover(self, caller: AccountId, target: AccountId) -> bool:

@@ -169,7 +169,3 @@ class PushService:
         except Exception:
             _log.exception("push provider failed")
         return True
-
-    def connected(self, device: DeviceRef) -> None:
-        """The device came online: the next offline burst gets a push again."""
-        self._last.pop(device, None)

@@ -17,6 +17,7 @@ from kurir.server.storage.metadata_records import (
     ContactRecord,
     ConversationRecord,
     ConversationState,
+    PolicyView,
     PushSubscription,
     Reachability,
 )
@@ -39,6 +40,20 @@ class MemoryMetadataStore:
     async def settings(self, account_id: AccountId, *, default: Reachability) -> AccountSettings:
         """See :class:`MetadataStore`."""
         return self._settings.get(account_id) or AccountSettings(default)
+
+    async def policy_view(
+        self, owner: AccountId, peer: AccountId, peer_keys: Sequence[str]
+    ) -> PolicyView:
+        """See :class:`MetadataStore`."""
+        settings = self._settings.get(owner)
+        row = self._conversations.get(owner, {}).get(peer)
+        mine = {c.entry for c in self._contacts.get(owner, [])}
+        return PolicyView(
+            None if settings is None else settings.reachability,
+            peer in self._blocks.get(owner, {}),
+            None if row is None else row.state,
+            any(k in mine for k in peer_keys),
+        )
 
     async def stored_settings(self, account_id: AccountId) -> AccountSettings | None:
         """See :class:`MetadataStore`."""

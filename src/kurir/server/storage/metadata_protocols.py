@@ -9,7 +9,7 @@ docs/metadata.md.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from kurir.server.storage.metadata_records import (
     AccountSettings,
@@ -18,12 +18,13 @@ from kurir.server.storage.metadata_records import (
     ContactRecord,
     ConversationRecord,
     ConversationState,
+    PolicyView,
     PushSubscription,
     Reachability,
 )
 from kurir.server.types import AccountId, DeviceId
 
-__all__ = ["MetadataStore"]
+__all__ = ["MetadataStore", "PolicyViewReader"]
 
 
 class MetadataStore(Protocol):
@@ -146,4 +147,19 @@ class MetadataStore(Protocol):
         """Every stored row about the account, by table and column, read in one transaction
         (transparency report); ``None`` when the engine has no tables to read (memory: the
         report service assembles it from the stores instead)."""
+        ...
+
+
+@runtime_checkable
+class PolicyViewReader(Protocol):
+    """An optional fast path of a metadata store: the send path's policy facts in one read.
+    Stores without it are read with several :class:`MetadataStore` calls instead."""
+
+    async def policy_view(
+        self, owner: AccountId, peer: AccountId, peer_keys: Sequence[str]
+    ) -> PolicyView:
+        """What the reachability rule needs, read in one transaction: the owner's stored
+        reachability (``None``: the default), whether the owner blocked ``peer``, the owner's
+        conversation state with ``peer`` and whether any of ``peer_keys`` is in the owner's
+        address book."""
         ...

@@ -22,6 +22,7 @@ __all__ = [
     "ContactRecord",
     "ConversationRecord",
     "ConversationState",
+    "PolicyView",
     "PushSubscription",
     "Reachability",
 ]
@@ -65,6 +66,16 @@ class AccountSettings:
             raise ValueError(f"unknown sound {self.default_sound!r}")
         if self.display_name is not None and not 1 <= len(self.display_name) <= 64:
             raise ValueError("display name must be 1..64 characters")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyView:
+    """The recipient-side facts the reachability rule needs about one sender."""
+
+    reachability: Reachability | None
+    blocked: bool
+    state: ConversationState | None
+    is_contact: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from kurir.server.storage.metadata_records import (
     ContactRecord,
     ConversationRecord,
     ConversationState,
+    PolicyView,
     PushSubscription,
     Reachability,
 )
@@ -84,6 +85,32 @@ class SqliteMetadataStore:
     async def settings(self, account_id: AccountId, *, default: Reachability) -> AccountSettings:
         """See :class:`MetadataStore`."""
         return await self.stored_settings(account_id) or AccountSettings(default)
+
+    async def policy_view(
+        self, owner: AccountId, peer: AccountId, peer_keys: Sequence[str]
+    ) -> PolicyView:
+        """See :class:`MetadataStore`."""
+        me, them = str(owner), str(peer)
+        marks = ", ".join("?" * len(peer_keys)) or "NULL"
+
+        def op(conn: sqlite3.Connection) -> PolicyView:
+            # only "?" placeholders are interpolated
+            query = (
+                "SELECT (SELECT reachability FROM account_settings WHERE account_id = ?),"  # noqa: S608
+                " EXISTS (SELECT 1 FROM blocks WHERE account_id = ? AND blocked_account = ?),"
+                " (SELECT state FROM conversations WHERE account_id = ? AND peer_account = ?),"
+                " EXISTS (SELECT 1 FROM contacts WHERE account_id = ? AND entry IN"
+                f" ({marks}))"
+            )
+            row = conn.execute(query, (me, me, them, me, them, me, *peer_keys)).fetchone()
+            return PolicyView(
+                None if row[0] is None else Reachability(row[0]),
+                bool(row[1]),
+                None if row[2] is None else ConversationState(row[2]),
+                bool(row[3]),
+            )
+
+        return await self._db.read(op)
 
     async def stored_settings(self, account_id: AccountId) -> AccountSettings | None:
         """See :class:`MetadataStore`."""

@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
+import re
 import secrets
 import urllib.parse
 from collections.abc import Callable, Coroutine, Iterator
@@ -36,6 +37,7 @@ __all__ = [
 TEST_DSN_ENV: Final = "KURIR_TEST_POSTGRES"
 DEFAULT_TEST_DSN: Final = "postgresql://postgres@127.0.0.1:5432/test"
 _CONNECT_TIMEOUT: Final = 5.0
+_SCRATCH_NAME: Final = re.compile(r"kurir_test_(\d+)_[0-9a-f]{8}")
 T = TypeVar("T")
 
 
@@ -108,10 +110,42 @@ async def _drop_database(admin: str, name: str) -> None:
         await conn.close()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _drop_stale(admin: str) -> None:
+    # scratch databases of test sessions on this machine that were killed before cleaning up
+    if urllib.parse.urlsplit(admin).hostname not in ("127.0.0.1", "localhost", "::1"):
+        return
+    conn = await asyncpg.connect(admin, timeout=_CONNECT_TIMEOUT)
+    try:
+        names = [
+            r["datname"]
+            for r in await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'kurir\\_test\\_%'"
+            )
+        ]
+    finally:
+        await conn.close()
+    for name in names:
+        match = _SCRATCH_NAME.fullmatch(name)
+        if match is not None and not _alive(int(match.group(1))):
+            await _drop_database(admin, name)
+
+
 @contextlib.contextmanager
 def scratch_database(admin: str) -> Iterator[str]:
     """Create a uniquely named database, yield its DSN, drop it afterwards (synchronous: runs
-    its own event loops, for session fixtures)."""
+    its own event loops, for session fixtures). Scratch databases left by killed sessions on
+    this machine are dropped first."""
+    _run_sync(lambda: _drop_stale(admin))
     name = f"kurir_test_{os.getpid()}_{secrets.token_hex(4)}"
     _run_sync(lambda: _create_database(admin, name))
     try:

@@ -1,11 +1,11 @@
 """The PostgreSQL storage engine: the storage Protocols as explicit SQL over ``asyncpg``.
 
 This module owns the account and key SQL of the PostgreSQL engine and :class:`PostgresEngine`,
-which wires them with :class:`~kurir.server.storage.postgres_mailbox.PgMailboxes` (the group
-committed mailboxes) over one :class:`~kurir.server.storage.postgres_db.PgDatabase`. Each
-Protocol method is one transaction (or one read statement). Semantics are those of the SQLite
-engine, checked by the same conformance suite; concurrency comes from row locks instead of a
-single writer: an account's row serialises its key uploads and device linking, and one-time
+which wires them with the group-committed mailboxes (:mod:`.postgres_mailbox`), the groups
+(:mod:`.postgres_groups`) and the metadata (:mod:`.postgres_metadata`) over one
+:class:`~kurir.server.storage.postgres_db.PgDatabase`. Each Protocol method is one
+transaction (or one read statement). Semantics are those of the SQLite engine, checked by the
+same conformance suite; concurrency comes from row locks instead of a single writer: an account's row serialises its key uploads and device linking, and one-time
 prekeys are taken with ``FOR UPDATE SKIP LOCKED`` so concurrent bundle fetches never share a
 key and never wait on each other.
 

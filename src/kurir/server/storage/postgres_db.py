@@ -49,6 +49,12 @@ _MIGRATION_LOCK: Final = 0x6B75726972
 """pg_advisory_xact_lock key held while migrating ('kurir' in ASCII)."""
 _ATTEMPTS: Final = 5
 _TRANSIENT: Final = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+_DATABASE_FAILURES: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+def _failure(exc: BaseException) -> StorageError:
+    _log.error("database failure: %s", type(exc).__name__)  # the text may quote user data
+    return StorageError(f"database failure: {type(exc).__name__}")
 
 
 def load_migrations() -> list[tuple[int, str]]:
@@ -222,6 +228,11 @@ class PgDatabase:
 
         A transaction PostgreSQL aborted as a deadlock victim or serialization failure is run
         again (a few times): ``fn`` must therefore have no effect outside the database.
+
+        Raises:
+            StorageError: The database failed (lost connection, constraint the SQL did not
+                expect...): our fault, reported without the database's message.
+            RequestRefused: As raised by ``fn`` (the transaction was rolled back).
         """
         attempt = 1
         while True:
@@ -232,11 +243,20 @@ class PgDatabase:
                 if attempt >= _ATTEMPTS:
                     raise StorageError("transaction kept conflicting; gave up") from None
                 attempt += 1
+            except _DATABASE_FAILURES as exc:
+                raise _failure(exc) from None
 
     async def read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run ``fn`` (reads only) on a pooled connection, outside an explicit transaction."""
-        async with self.pool.acquire() as conn:
-            return await fn(conn)
+        """Run ``fn`` (reads only) on a pooled connection, outside an explicit transaction.
+
+        Raises:
+            StorageError: As :meth:`transaction`.
+        """
+        try:
+            async with self.pool.acquire() as conn:
+                return await fn(conn)
+        except _DATABASE_FAILURES as exc:
+            raise _failure(exc) from None
 
     async def close(self) -> None:
         """Close every connection (waits for the ones in use to be released)."""
