@@ -188,12 +188,17 @@ class RedisRouter:
             self._ops.put_nowait(_Release(device, holder.connection_id))
 
     def wake(self, device: DeviceRef) -> None:
-        """Wake the device's connection here, or ask its holder node to."""
+        """Wake the device's connection here, and ask its holder node (per Redis) to.
+
+        Redis is asked even when the device is connected here: this node may not have learnt
+        yet that a newer connection on another node replaced (or that the device left) its
+        connection, and a wake-up that only reached the stale one would leave the envelope
+        waiting for the next message.
+        """
         holder = self._local.get(device)
         if holder is not None:
             holder.connection.wake()
-        else:
-            self._ops.put_nowait(_Wake(device))
+        self._ops.put_nowait(_Wake(device))
 
     def revoke_account(self, account_id: AccountId) -> None:
         """Close the account's connections here and on every other node."""
@@ -296,6 +301,8 @@ class RedisRouter:
                 # Registrations are retried by the next refresh; wake-ups are covered by
                 # polling while degraded and by the wake-all on recovery.
                 self._set_degraded(exc)
+            except Exception:  # a bug: keep routing the next batches
+                _log.exception("routing batch failed")
 
     async def _run(self, batch: list[_Op]) -> None:
         pipe = self._redis.pipeline(transaction=False)

@@ -95,7 +95,9 @@ async def run_load(
         state = [
             (t.name, len(t.acknowledged), len(t.unconfirmed), len(t.received)) for t in talkers
         ]
-        raise AssertionError(f"hung in {phase}: (name, acked, unconfirmed, received) {state}")
+        raise AssertionError(
+            f"hung in {phase}: (name, acked, unconfirmed, received) {state}"
+        ) from None
     finally:
         for task in (*senders, *receivers):
             task.cancel()

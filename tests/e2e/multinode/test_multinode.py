@@ -6,17 +6,20 @@ code must be seen), one shared scratch schema and the local Redis.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
 import httpx
 from redis.asyncio import Redis
 
-from e2e.harness import BUDI, MEGA, RINA, collect
+from e2e.harness import BUDI, GUARD_SECONDS, MEGA, RINA, collect
 from e2e.multinode.conftest import OpenClient
 from e2e.multinode.nodes import FailoverProxy, running_nodes
 from e2e.multinode.raw import RawConnection, register
-from kurir.client.content import Text
+from kurir.client.client import Client
+from kurir.client.content import GroupMessage, Text
+from kurir.client.events import MessageEvent
 from kurir.server.config import RateLimits
 from kurir.wire.auth import encode_basic_auth, encode_password
 from kurir.wire.frames import CloseCode, Envelope
@@ -159,3 +162,34 @@ async def test_failed_authentications_are_limited_across_nodes(
             async for key in redis.scan_iter(match="kurir:rl:*"):
                 await redis.delete(key)
             await redis.aclose()
+
+
+async def test_a_group_of_three_apps_on_three_nodes(
+    tmp_path: Path, database_url: str, redis_url: str, open_client: OpenClient
+) -> None:
+    async with running_nodes(tmp_path, 3, database=database_url, redis=redis_url) as nodes:
+        budi = await open_client(BUDI, nodes[0].url)
+        mega = await open_client(MEGA, nodes[1].url)
+        rina = await open_client(RINA, nodes[2].url)
+        info = await budi.groups.create("Makan malam", [MEGA, RINA])
+        await budi.groups.send_text(info.group_id, "halo semua")  # fanned out by node one
+        for member in (mega, rina):
+            got = await group_texts(member, 1)
+            assert got == [(BUDI, "halo semua")]
+        await rina.groups.send_text(info.group_id, "halo dari node tiga")
+        assert await group_texts(budi, 1) == [(RINA, "halo dari node tiga")]
+        assert await group_texts(mega, 1) == [(RINA, "halo dari node tiga")]
+
+
+async def group_texts(client: Client, count: int) -> list[tuple[str, str]]:
+    """The next ``count`` group texts as (sender, text); receipts and group changes skipped."""
+    found: list[tuple[str, str]] = []
+    async with asyncio.timeout(GUARD_SECONDS):
+        while len(found) < count:
+            event = await client.next_event()
+            client.handled(event)
+            if isinstance(event, MessageEvent) and isinstance(event.body, GroupMessage):
+                message = event.body.message
+                if isinstance(message, Text):
+                    found.append((event.sender, message.text))
+    return found

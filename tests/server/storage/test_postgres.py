@@ -8,6 +8,7 @@ reachable server they skip, or fail when ``CI`` is set.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import UUID
@@ -308,3 +309,59 @@ async def test_database_failures_are_storage_errors_without_the_database_text(ds
         assert await db.read(lambda conn: conn.fetchval("SELECT 1")) == 1  # still usable
     finally:
         await db.close()
+
+
+async def test_concurrent_registrations_of_one_address_on_two_nodes_agree(dsn: str) -> None:
+    first = await PostgresEngine.open(dsn)
+    second = await PostgresEngine.open(dsn)
+    address = Address("whatsapp", "+6281234567890")
+    try:
+        ids = await asyncio.gather(
+            *(
+                node.storage.accounts.register(
+                    address,
+                    new_account_id=AccountId(UUID(int=100 + i)),
+                    device=NewDevice(None, i + 1, b"s", b"h"),
+                    now=1,
+                )
+                for i, node in enumerate([first, second] * 4)
+            )
+        )
+        found = await second.storage.accounts.lookup([address])
+    finally:
+        await first.close()
+        await second.close()
+    assert len(set(ids)) == 1  # one account; the later registrations re-registered it
+    assert found == {address: (ids[0], [D1])}
+
+
+async def test_both_engines_have_the_same_tables_and_columns(dsn: str, tmp_path: Path) -> None:
+    from kurir.server.storage.sqlite import SqliteEngine
+
+    await SqliteEngine.open(tmp_path / "k.db").close()
+    lite = sqlite3.connect(tmp_path / "k.db")
+    try:
+        tables = [r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        sqlite_schema = {
+            t: sorted(r[1] for r in lite.execute(f"PRAGMA table_info({t})")) for t in tables
+        }
+    finally:
+        lite.close()
+    await (await PostgresEngine.open(dsn)).close()
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema()"
+        )
+    finally:
+        await conn.close()
+    pg_schema: dict[str, list[str]] = {}
+    for row in rows:
+        pg_schema.setdefault(row["table_name"], []).append(row["column_name"])
+    pg_schema = {t: sorted(c) for t, c in pg_schema.items()}
+    # PostgreSQL only: the address map keyed by address (sharding), migration bookkeeping
+    assert pg_schema.pop("account_addresses") == ["account_id", "app", "identifier"]
+    assert pg_schema.pop("schema_version") == ["applied_at", "version"]
+    assert sqlite_schema.pop("schema_version") == ["version"]
+    assert pg_schema == sqlite_schema

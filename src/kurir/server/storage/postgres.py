@@ -5,9 +5,10 @@ which wires them with the group-committed mailboxes (:mod:`.postgres_mailbox`), 
 (:mod:`.postgres_groups`) and the metadata (:mod:`.postgres_metadata`) over one
 :class:`~kurir.server.storage.postgres_db.PgDatabase`. Each Protocol method is one
 transaction (or one read statement). Semantics are those of the SQLite engine, checked by the
-same conformance suite; concurrency comes from row locks instead of a single writer: an account's row serialises its key uploads and device linking, and one-time
-prekeys are taken with ``FOR UPDATE SKIP LOCKED`` so concurrent bundle fetches never share a
-key and never wait on each other.
+same conformance suite; concurrency comes from row locks instead of a single writer: an
+account's row serialises its key uploads and device linking, and one-time prekeys are taken
+with ``FOR UPDATE SKIP LOCKED`` so concurrent bundle fetches never share a key and never wait
+on each other.
 
 Addresses live in ``account_addresses`` (keyed by address) and everything else is keyed by
 account id first, so the schema distributes on Citus (docs/deployment.md).
