@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from kurir.server.redis_testing import require_redis
 from kurir.server.routing import LocalRouter, Router, open_router
-from kurir.server.routing_redis import RedisRouter, device_key, node_channel
+from kurir.server.routing_redis import RedisRouter, _Refresh, device_key, node_channel
 from kurir.server.testing import SeededRng
 from kurir.server.types import AccountId, DeviceId, DeviceRef
 
@@ -240,3 +240,20 @@ async def test_without_redis_connections_poll_and_nothing_breaks(
         assert len(router) == 0
     finally:
         await router.close()
+
+
+async def test_a_refresh_racing_a_new_connection_does_not_close_it(
+    nodes: Callable[..., RedisRouter],
+) -> None:
+    one, two = await start(nodes()), await start(nodes())
+    device = a_device()
+    first = await registered(one, device)
+    # a refresh queued just before the attach runs in the same Redis batch as its
+    # registration; it must not mistake the new connection for one that lost its key
+    two._ops.put_nowait(_Refresh())
+    second = FakeConnection()
+    two.attach(device, second)
+    await until(second.woken)
+    await until(first.replaced)
+    assert not second.replaced.is_set()
+    assert len(two) == 1

@@ -101,7 +101,6 @@ def summarise(path: Path, *, top: int = _TOP) -> dict[str, Any]:
             continue
         count = int(count_text)
         frames = stack.split(";")
-        thread = frames[0] if frames[0].startswith(("thread", "process")) else "?"
         calls = [_function(f) for f in frames if not f.startswith(("thread", "process"))]
         total += count
         threads[_thread_role(calls)] += count
@@ -109,7 +108,6 @@ def summarise(path: Path, *, top: int = _TOP) -> dict[str, Any]:
             own[calls[-1]] += count
         for function in set(calls):
             inclusive[function] += count
-        del thread
 
     def shares(counter: Counter[str]) -> list[tuple[str, int, float]]:
         return [(name, n, round(100 * n / total, 1)) for name, n in counter.most_common(top)]

@@ -56,7 +56,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help="run the server with an experimental change (kurir.bench.variant_server: uvloop)",
+        help="run the server with an experimental change (kurir.bench.variant_server: "
+        "uvloop, batch-wakeups); repeat to combine",
     )
     parser.add_argument(
         "--profile",

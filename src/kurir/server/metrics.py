@@ -15,8 +15,8 @@ server publicly sets a token (docs/deployment.md).
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -33,7 +33,6 @@ from kurir.wire.frames import Send
 
 __all__ = ["MeteredMessageService", "Metrics", "metrics_endpoint"]
 
-_LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class Metrics:
@@ -128,9 +127,16 @@ class MeteredMessageService(MessageService):
         return batch
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _authorised(request: Request, token: str | None) -> bool:
     if token is None:
-        return request.client is not None and request.client.host in _LOOPBACK
+        return request.client is not None and _loopback(request.client.host)
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())

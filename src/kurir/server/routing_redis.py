@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 from uuid import UUID
@@ -161,6 +160,7 @@ class RedisRouter:
         self._redis: Redis = Redis.from_url(url, retry=Retry(NoBackoff(), 0))
         self._local: dict[DeviceRef, _Holder] = {}
         self._registered: set[str] = set()  # connection ids whose key Redis is known to hold
+        self._pending: set[str] = set()  # connection ids whose registration is queued
         self._ops: asyncio.Queue[_Op] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._degraded = False
@@ -177,6 +177,9 @@ class RedisRouter:
         if old is not None and old.connection is not connection:
             self._registered.discard(old.connection_id)
             old.connection.replace()
+        # Until this registration ran, the refresh leaves the device alone: it would find
+        # the previous holder's value and take this new connection for a stale one.
+        self._pending.add(connection_id)
         self._ops.put_nowait(_Register(device, connection_id))
 
     def detach(self, device: DeviceRef, connection: Attachable) -> None:
@@ -305,6 +308,14 @@ class RedisRouter:
                 _log.exception("routing batch failed")
 
     async def _run(self, batch: list[_Op]) -> None:
+        in_batch = {op.connection_id for op in batch if isinstance(op, _Register)}
+        try:
+            await self._run_pipeline(batch)
+        finally:
+            # settled, or failed: a failed registration is retried by the next refresh
+            self._pending -= in_batch
+
+    async def _run_pipeline(self, batch: list[_Op]) -> None:
         pipe = self._redis.pipeline(transaction=False)
         plan: list[_Planned] = []
         wakes: set[DeviceRef] = set()
@@ -327,9 +338,16 @@ class RedisRouter:
                     pipe.publish(ALL_CHANNEL, line)
                     plan.append(op)
                 case _Refresh():
-                    for refresh in self._refresh_ops():
-                        pipe.eval(*refresh[1])
-                        plan.append(refresh[0])
+                    for device, holder in self._local.items():
+                        cid = holder.connection_id
+                        if cid in self._registered:
+                            value = self._value(cid)
+                            pipe.eval(_REFRESH, 1, device_key(device), value, self._ttl_ms)
+                            plan.append(_RefreshOne(device, cid))
+                        elif cid not in self._pending:  # its registration failed: again
+                            value = self._value(cid)
+                            pipe.set(device_key(device), value, px=self._ttl_ms, get=True)
+                            plan.append(_Register(device, cid))
         if not plan:
             return
         results = await pipe.execute()
@@ -342,15 +360,6 @@ class RedisRouter:
                 out.publish(node_channel(node), "\n".join(lines))
             await out.execute()
         self._set_healthy()
-
-    def _refresh_ops(self) -> Iterable[tuple[_RefreshOne, tuple[str, int, str, str, int]]]:
-        for device, holder in self._local.items():
-            key = device_key(device)
-            value = self._value(holder.connection_id)
-            yield (
-                _RefreshOne(device, holder.connection_id),
-                (_REFRESH, 1, key, value, self._ttl_ms),
-            )
 
     def _settle(self, op: _Planned, result: object, notices: dict[str, list[str]]) -> None:
         match op:

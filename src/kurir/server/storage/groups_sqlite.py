@@ -328,8 +328,8 @@ class SqliteGroupStore:
                     (group, key, group, key, now),
                 )
             }
-            targets = [t for t in everyone if t != me and t not in done]
-            if not targets:
+            wanted = {t for t in everyone if t != me and t not in done}
+            if not wanted:
                 return []
             full = [
                 DeviceRef(_aid(r[0]), DeviceId(int(r[1])))
@@ -339,11 +339,10 @@ class SqliteGroupStore:
                     " GROUP BY e.account_id, e.device_id HAVING COUNT(*) >= ?",
                     (group, cap),
                 )
-                if (str(r[0]), int(r[1])) in set(targets)
+                if (str(r[0]), int(r[1])) in wanted
             ]
             if full:
                 raise MailboxFull(full)
-            wanted = set(targets)
             seqs = [
                 (str(r[0]), int(r[1]), int(r[2]))
                 for r in conn.execute(
