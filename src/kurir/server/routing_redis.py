@@ -157,7 +157,14 @@ class RedisRouter:
         self._refresh_s = refresh_interval_s
         self._poll_s = poll_interval_s
         # No silent reconnects: an outage must surface, so that recovery re-registers.
-        self._redis: Redis = Redis.from_url(url, retry=Retry(NoBackoff(), 0))
+        # Commands time out (a hung Redis must not stall routing); the subscription waits
+        # on its own timeout, so it gets a client without a read timeout.
+        self._redis: Redis = Redis.from_url(
+            url, retry=Retry(NoBackoff(), 0), socket_timeout=5.0, socket_connect_timeout=5.0
+        )
+        self._sub: Redis = Redis.from_url(
+            url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=5.0
+        )
         self._local: dict[DeviceRef, _Holder] = {}
         self._registered: set[str] = set()  # connection ids whose key Redis is known to hold
         self._pending: set[str] = set()  # connection ids whose registration is queued
@@ -243,6 +250,8 @@ class RedisRouter:
                 await pipe.execute()
         with contextlib.suppress(*_FAILURES):
             await self._redis.aclose()
+        with contextlib.suppress(*_FAILURES):
+            await self._sub.aclose()
 
     # -- local effects -------------------------------------------------------------------
 
@@ -402,7 +411,7 @@ class RedisRouter:
 
     async def _listen(self) -> None:
         while True:
-            pubsub = self._redis.pubsub()
+            pubsub = self._sub.pubsub()
             try:
                 await pubsub.subscribe(self._channel, ALL_CHANNEL)
                 self.subscribed.set()

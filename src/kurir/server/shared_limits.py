@@ -40,6 +40,7 @@ __all__ = [
 
 _log = logging.getLogger("kurir.server.ratelimit")
 _FAILURES = (RedisError, OSError, TimeoutError)
+_RETRY_MS: Final = 5_000
 
 # KEYS[1] = bucket; ARGV = burst, refill_ms, now_ms, take (1 take a token, 0 only look).
 # Returns {1 if a token was (or is) available else 0, tokens left as text}.
@@ -128,12 +129,15 @@ class RedisLimiter:
         self._clock = clock
         self._fallback = RateLimiter(limit, clock)
         self._failing = False
+        self._retry_at_ms = 0  # after a failure, skip Redis until then (no timeout per request)
 
     def _key(self, key: str) -> str:
         digest = hashlib.sha256(f"{self._name}\0{key}".encode()).hexdigest()[:32]
         return f"kurir:rl:{self._name}:{{{digest}}}"
 
     async def _bucket(self, key: str, *, take: bool) -> tuple[bool, float] | None:
+        if self._failing and self._clock.now_ms() < self._retry_at_ms:
+            return None
         try:
             ok, tokens = await self._redis.eval(
                 _BUCKET,
@@ -148,6 +152,7 @@ class RedisLimiter:
             if not self._failing:
                 _log.warning("rate limits: redis unreachable (%s); node-local", type(exc).__name__)
                 self._failing = True
+            self._retry_at_ms = self._clock.now_ms() + _RETRY_MS
             return None
         self._failing = False
         return int(ok) == 1, float(tokens)

@@ -193,3 +193,16 @@ async def group_texts(client: Client, count: int) -> list[tuple[str, str]]:
                 if isinstance(message, Text):
                     found.append((event.sender, message.text))
     return found
+
+
+async def test_re_registration_on_one_node_closes_the_old_device_on_another(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    async with running_nodes(tmp_path, 2, database=database_url, redis=redis_url) as nodes:
+        one, two = nodes
+        old = await register(one.url, RINA, registration_id=11)
+        connection = await RawConnection.open(one.url, old)
+        await connection.drained()
+        new = await register(two.url, RINA, registration_id=12)  # the same address, anew
+        assert new.account_id == old.account_id
+        assert await connection.close_code() == CloseCode.AUTH
