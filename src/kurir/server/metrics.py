@@ -34,7 +34,6 @@ from kurir.wire.frames import Send
 __all__ = ["MeteredMessageService", "Metrics", "metrics_endpoint"]
 
 
-
 class Metrics:
     """The counters and gauges of one node, in their own registry (no process globals)."""
 
