@@ -225,6 +225,21 @@ async def test_enqueue_is_idempotent_even_after_ack(storage: Storage) -> None:
     assert await mb.fetch(B_ID, D1, after_seq=0, limit=10, now=6) == []
 
 
+async def test_ack_after_a_lapsed_delivery_record_is_not_refused(storage: Storage) -> None:
+    # the delivery record lapsed (not yet swept): the id may be queued again, and its second
+    # acknowledgement must still go through (it replaces the lapsed record)
+    await _two_accounts(storage)
+    mb = storage.mailboxes
+    await mb.enqueue([_env(B_ID, b"k" * 16)], now=1, expires_at=100, cap=9)
+    await mb.acknowledge(B_ID, D1, [1], now=50, expires_at=FAR, receipt_source_address=None)
+    assert await mb.enqueue([_env(B_ID, b"k" * 16)], now=150, expires_at=FAR, cap=9) == [
+        DeviceRef(B_ID, D1)
+    ]
+    await mb.acknowledge(B_ID, D1, [2], now=160, expires_at=FAR, receipt_source_address=None)
+    assert await mb.fetch(B_ID, D1, after_seq=0, limit=9, now=170) == []
+    assert await mb.enqueue([_env(B_ID, b"k" * 16)], now=180, expires_at=FAR, cap=9) == []
+
+
 async def test_ack_makes_one_receipt_per_acking_device(storage: Storage) -> None:
     await _two_accounts(storage)
     mb = storage.mailboxes

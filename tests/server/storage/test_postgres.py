@@ -279,20 +279,6 @@ def test_mailbox_model_on_postgres(postgres_database: str) -> None:
     run_state_machine_as_test(PostgresMailbox, settings=_SETTINGS)
 
 
-async def test_ack_after_a_lapsed_delivery_record_is_not_refused(engine: PostgresEngine) -> None:
-    # the delivery record lapsed (not yet swept): the id may be queued again, and its second
-    # acknowledgement must still go through (it replaces the lapsed record)
-    mb = engine.storage.mailboxes
-    await mb.enqueue([_env(B_ID, b"k" * 16)], now=1, expires_at=100, cap=9)
-    await mb.acknowledge(B_ID, D1, [1], now=50, expires_at=FAR, receipt_source_address=None)
-    assert await mb.enqueue([_env(B_ID, b"k" * 16)], now=150, expires_at=FAR, cap=9) == [
-        DeviceRef(B_ID, D1)
-    ]
-    await mb.acknowledge(B_ID, D1, [2], now=160, expires_at=FAR, receipt_source_address=None)
-    assert await mb.fetch(B_ID, D1, after_seq=0, limit=9, now=170) == []
-    assert await mb.enqueue([_env(B_ID, b"k" * 16)], now=180, expires_at=FAR, cap=9) == []
-
-
 async def test_database_failures_are_storage_errors_without_the_database_text(dsn: str) -> None:
     db = await postgres_db.PgDatabase.open(dsn)
 

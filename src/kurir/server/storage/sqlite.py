@@ -530,7 +530,8 @@ class _Mailboxes:
                 key, env_expiry, type_, src, src_dev, mid, ts = row
                 conn.execute(
                     "INSERT INTO delivered (account_id, device_id, dedupe_key, expires_at)"
-                    " VALUES (?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (account_id, device_id, dedupe_key)"
+                    " DO UPDATE SET expires_at = excluded.expires_at",
                     (*where, key, env_expiry),
                 )
                 if src is None or src_dev is None or int(type_) == RECEIPT_TYPE:
