@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if "batch-wakeups" in args.variant:
-        _batch_wakeups()
+        pass  # now built into sqlite_db.Database (one wake-up per batch): _batch_wakeups is moot
     if "tracemalloc" in args.variant:
         _trace_allocations(Path(os.environ[TRACEMALLOC_ENV]))
     return serve.run(args)
@@ -138,7 +138,7 @@ def _batch_wakeups() -> None:
                     loop.call_soon_threadsafe(_resolve, mine)
 
     sqlite_db.Database.write = write  # type: ignore[method-assign,assignment]
-    sqlite_db.Database._run_batch = staticmethod(run_batch)  # type: ignore[method-assign]
+    sqlite_db.Database._run_batch = staticmethod(run_batch)  # type: ignore[method-assign,assignment]
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from kurir.server.config import ServerConfig
@@ -91,6 +92,16 @@ async def _serve(config: ServerConfig) -> None:
         sock.close()
 
 
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop when it is installed (``uvicorn[standard]``), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the server until interrupted; return the exit status."""
     from kurir.server.app import DB_FILE
@@ -122,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"kurir serve: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(config))
+        _run_loop(_serve(config))
     except OSError as exc:
         print(f"kurir serve: cannot listen: {exc.strerror}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import importlib.resources
 import logging
 import queue
@@ -102,7 +103,31 @@ def _migrate(conn: sqlite3.Connection, migrations: list[tuple[int, str]]) -> Non
 @dataclass
 class _Op(Generic[T]):
     fn: Callable[[sqlite3.Connection], T]
-    future: concurrent.futures.Future[T]
+    future: asyncio.Future[T]
+
+
+_Outcome = tuple[_Op[object], object, BaseException | None]
+
+
+def _resolve(outcomes: list[_Outcome]) -> None:
+    """On the event loop: settle every future of one committed batch (one wake-up)."""
+    for op, result, error in outcomes:
+        if op.future.done():  # its caller was cancelled meanwhile
+            continue
+        if error is not None:
+            op.future.set_exception(error)
+        else:
+            op.future.set_result(result)
+
+
+def _hand_back(outcomes: list[_Outcome]) -> None:
+    """On the writer thread: one ``call_soon_threadsafe`` per event loop of the batch."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].future.get_loop(), []).append(outcome)
+    for loop, mine in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits these any more
+            loop.call_soon_threadsafe(_resolve, mine)
 
 
 class Database:
@@ -146,9 +171,9 @@ class Database:
         """
         if self._closed:
             raise StorageError("database is closed")
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put(_Op(fn, future))  # type: ignore[arg-type]
-        return await asyncio.wrap_future(future)
+        return await future
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the reader connection (it sees every committed write)."""
@@ -178,20 +203,20 @@ class Database:
                     batch.append(item)
             # an operation whose caller gave up before it started is skipped; once started it
             # runs to its commit even if the caller is cancelled meanwhile
-            batch = [op for op in batch if op.future.set_running_or_notify_cancel()]
+            batch = [op for op in batch if not op.future.cancelled()]
             if batch:
                 try:
-                    self._run_batch(conn, batch)
+                    outcomes = self._run_batch(conn, batch)
                 except Exception:  # never let the writer thread die: callers would hang
                     _log.exception("storage writer failed")
-                    for op in batch:
-                        if not op.future.done():
-                            op.future.set_exception(StorageError("transaction failed"))
+                    outcomes = [(op, None, StorageError("transaction failed")) for op in batch]
+                _hand_back(outcomes)
         conn.close()
 
     @staticmethod
-    def _run_batch(conn: sqlite3.Connection, batch: list[_Op[object]]) -> None:
-        outcomes: list[tuple[_Op[object], object, BaseException | None]] = []
+    def _run_batch(conn: sqlite3.Connection, batch: list[_Op[object]]) -> list[_Outcome]:
+        """Run ``batch`` in one transaction; return each operation's result or error."""
+        outcomes: list[_Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op in batch:
@@ -210,15 +235,8 @@ class Database:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             _log.error("storage transaction failed: %s", type(exc).__name__)
-            for op in batch:
-                if not op.future.done():
-                    op.future.set_exception(StorageError("transaction failed"))
-            return
-        for op, result, error in outcomes:
-            if error is not None:
-                op.future.set_exception(error)
-            else:
-                op.future.set_result(result)
+            return [(op, None, StorageError("transaction failed")) for op in batch]
+        return outcomes
 
     async def close(self) -> None:
         """Finish queued writes, then stop both threads and close the connections."""
