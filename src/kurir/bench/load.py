@@ -6,8 +6,13 @@ directory, register the devices over HTTP, start the generator processes
 per requested rate (``None``: as fast as the server accepts) and turn the workers' counts into
 :class:`PhaseResult` rows: accepted and delivered messages per second inside the counted window,
 send-to-receipt latency percentiles, errors, the server's CPU (percent of one core) and peak
-RSS, and the generator processes' own CPU. It also owns the idle-connections run
-(:func:`run_idle`). It knows nothing of terminals: progress goes to an optional callback.
+RSS, and the generator processes' own CPU. With ``database`` (and ``redis``, ``nodes``) in
+:class:`LoadOptions` it runs the server on PostgreSQL instead: a fresh database
+``kurir_bench_<random>`` on that server, dropped afterwards, and ``nodes`` ``kurir serve``
+processes sharing it and Redis, devices connected round-robin over them, CPU and RSS summed
+over them; afterwards only the Redis keys of the run's devices and nodes are deleted. It also
+owns the idle-connections run (:func:`run_idle`). It knows nothing of terminals: progress
+goes to an optional callback.
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ import math
 import multiprocessing
 import os
 import platform
+import secrets
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
 import tracemalloc
+import urllib.parse
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -155,6 +162,10 @@ class LoadOptions:
         data_dir: The server's data directory; ``None``: a fresh temporary one.
         server_variants: Experimental server changes to measure
             (:mod:`kurir.bench.variant_server`); empty: ``kurir serve`` as it is.
+        database: A PostgreSQL server DSN (``postgresql://user@host:port/db``): the run
+            creates a fresh database on it, uses it, and drops it; ``None``: SQLite.
+        redis: ``redis://...`` shared by the nodes (required when ``nodes`` > 1).
+        nodes: ``kurir serve`` processes sharing ``database`` and ``redis``.
     """
 
     devices: int = 100
@@ -167,6 +178,15 @@ class LoadOptions:
     drain_s: float = 10.0
     data_dir: Path | None = None
     server_variants: tuple[str, ...] = ()
+    database: str | None = None
+    redis: str | None = None
+    nodes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1:
+            raise ValueError("nodes must be >= 1")
+        if self.nodes > 1 and (self.database is None or self.redis is None):
+            raise ValueError("several nodes need a database and redis")
 
 
 def percentiles(latencies_ns: Sequence[int]) -> LatencySummary | None:
@@ -231,10 +251,16 @@ def _data_dir(given: Path | None) -> Iterator[Path]:
 
 
 def _raw_workers(
-    server: ServerProcess, devices: list[DeviceCredentials], count: int, payload_bytes: int
+    server: ServerProcess,
+    devices: list[DeviceCredentials],
+    count: int,
+    payload_bytes: int,
+    *,
+    more_servers: Sequence[ServerProcess] = (),
 ) -> WorkerPool:
     targets = tuple((str(d.account_id), d.registration_id) for d in devices)
     count = max(1, min(count, len(devices)))
+    ports = [s.port for s in (server, *more_servers)]
     configs = [
         WorkerConfig(
             worker_id=w,
@@ -243,6 +269,12 @@ def _raw_workers(
             devices=tuple(devices[w::count]),
             targets=targets,
             payload_bytes=payload_bytes,
+            # device i (of the whole run) connects to node i mod K: round-robin
+            device_ports=(
+                tuple(ports[i % len(ports)] for i in range(w, len(devices), count))
+                if more_servers
+                else ()
+            ),
         )
         for w in range(count)
     ]
@@ -344,6 +376,7 @@ def run_phase(
     progress: Progress | None,
     *,
     label_server: str = "kurir",
+    more_servers: Sequence[ServerProcess] = (),
 ) -> PhaseResult:
     share = None if rate is None else rate / len(workers.conns)
     spec = PhaseSpec(
@@ -367,14 +400,15 @@ def run_phase(
                 progress(f"{label}: {delivered:,} delivered", max(0.0, elapsed), total)
 
     sleep_until(spec.count_from_ns)
-    server_before = cpu_total([server.pid])
+    server_pids = [server.pid, *(s.pid for s in more_servers)]
+    server_before = cpu_total(server_pids)
     gen_before = cpu_total(workers.pids)
-    peak = rss_bytes(server.pid)
+    peak = sum(rss_bytes(pid) for pid in server_pids)
     while time.monotonic_ns() < spec.end_ns:
         sleep_until(min(spec.end_ns, time.monotonic_ns() + int(_SAMPLE_S * 1e9)))
         with contextlib.suppress(OSError):
-            peak = max(peak, rss_bytes(server.pid))
-    server_after = cpu_total([server.pid])
+            peak = max(peak, sum(rss_bytes(pid) for pid in server_pids))
+    server_after = cpu_total(server_pids)
     gen_after = cpu_total(workers.pids)
     load_avg = os.getloadavg()[0]
     deadline = time.monotonic() + options.drain_s
@@ -438,27 +472,95 @@ def run_load(
     """
     raise_fd_limit()
     results: list[PhaseResult] = []
-    with _data_dir(options.data_dir) as data_dir:
-        server = start_kurir_server(data_dir, variants=options.server_variants)
+    run_id = secrets.token_hex(4)
+    node_ids = [f"bench-{run_id}-{n + 1}" for n in range(options.nodes)]
+    devices: list[DeviceCredentials] = []
+    with _data_dir(options.data_dir) as data_dir, _bench_database(options.database) as db:
+        servers: list[ServerProcess] = []
         workers: WorkerPool | None = None
         try:
+            for n in range(options.nodes):
+                extra: tuple[str, ...] = ()
+                if db is not None:
+                    extra += ("--database", db)
+                if options.redis is not None:
+                    extra += ("--redis", options.redis, "--node-id", node_ids[n])
+                node_dir = data_dir if options.nodes == 1 else data_dir / f"node-{n + 1}"
+                node_dir.mkdir(parents=True, exist_ok=True)
+                servers.append(
+                    start_kurir_server(node_dir, variants=options.server_variants, extra_args=extra)
+                )
+            server, more = servers[0], servers[1:]
             devices = _register(server, options.devices, progress)
-            workers = _raw_workers(server, devices, options.workers, options.payload_bytes)
+            workers = _raw_workers(
+                server, devices, options.workers, options.payload_bytes, more_servers=more
+            )
             workers.wait_ready(len(devices), progress)
             if server_ready is not None:
                 server_ready(server.pid)
             for phase_id, rate in enumerate(options.rates, 1):
-                result = run_phase(server, workers, options, phase_id, rate, progress)
-                if not server.alive():
-                    raise RuntimeError("the server exited during the run")
+                result = run_phase(
+                    server, workers, options, phase_id, rate, progress, more_servers=more
+                )
+                if not all(s.alive() for s in servers):
+                    raise RuntimeError("a server exited during the run")
                 results.append(result)
                 if on_phase is not None:
                     on_phase(result)
         finally:
             if workers is not None:
                 workers.stop()
-            server.stop()
+            for s in servers:
+                s.stop()
+            if options.redis is not None:
+                _delete_redis_keys(options.redis, devices, node_ids)
     return results
+
+
+@contextlib.contextmanager
+def _bench_database(server_dsn: str | None) -> Iterator[str | None]:
+    """A fresh database ``kurir_bench_<random>`` on ``server_dsn``'s server, dropped after."""
+    if server_dsn is None:
+        yield None
+        return
+    import asyncpg  # only for PostgreSQL runs
+
+    name = f"kurir_bench_{secrets.token_hex(6)}"
+
+    async def execute(sql: str) -> None:
+        conn = await asyncpg.connect(server_dsn, timeout=10)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
+    try:
+        parts = urllib.parse.urlsplit(server_dsn)
+        yield urllib.parse.urlunsplit(parts._replace(path="/" + name))
+    finally:
+        asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _delete_redis_keys(url: str, devices: Sequence[DeviceCredentials], nodes: list[str]) -> None:
+    """Delete the Redis keys of this run's devices and nodes (kurir.server.routing_redis):
+    nothing else in that Redis database is touched."""
+    import redis  # only for multi-node runs
+
+    accounts = {str(d.account_id) for d in devices}
+    client = redis.Redis.from_url(url)
+    try:
+        doomed: list[bytes] = []
+        for node in nodes:
+            doomed.extend(client.scan_iter(match=f"kurir:node:{{{node}}}*", count=1000))
+        for key in client.scan_iter(match="kurir:dev:*", count=1000):
+            account = key.decode(errors="replace").split("{", 1)[-1].split("}", 1)[0]
+            if account in accounts:
+                doomed.append(key)
+        for i in range(0, len(doomed), 1000):
+            client.delete(*doomed[i : i + 1000])
+    finally:
+        client.close()
 
 
 def run_idle(

@@ -145,7 +145,12 @@ class ServerProcess:
 
 
 def start_kurir_server(
-    data_dir: Path, *, port: int = 0, timeout_s: float = 60.0, variants: tuple[str, ...] = ()
+    data_dir: Path,
+    *,
+    port: int = 0,
+    timeout_s: float = 60.0,
+    variants: tuple[str, ...] = (),
+    extra_args: tuple[str, ...] = (),
 ) -> ServerProcess:
     """Start ``python -m kurir.cli.main serve --data-dir DATA_DIR --port PORT`` on 127.0.0.1.
 
@@ -153,6 +158,8 @@ def start_kurir_server(
     limit is raised to the hard limit so it can hold the idle run's sockets. With
     ``variants``, :mod:`kurir.bench.variant_server` runs instead: the same server with the
     named experimental changes, to measure a recommended change before it is made.
+    ``extra_args`` are appended to its command line (e.g. ``--database``, ``--redis``,
+    ``--node-id`` for one of several nodes).
 
     Raises:
         RuntimeError: It exited or did not announce its port within ``timeout_s``.
@@ -172,6 +179,7 @@ def start_kurir_server(
             "127.0.0.1",
             "--port",
             str(port),
+            *extra_args,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

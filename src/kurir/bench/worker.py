@@ -96,6 +96,8 @@ class WorkerConfig:
         targets: Every device of the run as (account id, registration id), by index.
         payload_bytes: Size of each message body (at least 12).
         connect_from: Loopback source addresses to spread connections over.
+        device_ports: If not empty, the server port of each of ``devices`` (several nodes);
+            otherwise every device connects to ``port``.
     """
 
     worker_id: int
@@ -105,6 +107,7 @@ class WorkerConfig:
     targets: tuple[tuple[str, int], ...]
     payload_bytes: int
     connect_from: tuple[str, ...] = ("127.0.0.1",)
+    device_ports: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,15 +352,16 @@ async def _connect_all(worker: _Worker) -> None:
     loop = asyncio.get_running_loop()
     config = worker.config
     limit = asyncio.Semaphore(_CONNECT_CONCURRENCY)
-    host_header = f"{config.host}:{config.port}"
 
     async def one(i: int, creds: DeviceCredentials) -> None:
         source = config.connect_from[i % len(config.connect_from)]
+        port = config.device_ports[i] if config.device_ports else config.port
+        host_header = f"{config.host}:{port}"
         async with limit:
             _, device = await loop.create_connection(
                 lambda: _Device(worker, creds, host_header),
                 config.host,
-                config.port,
+                port,
                 local_addr=(source, 0),
             )
             worker.devices.append(device)

@@ -48,6 +48,26 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=int, default=1, help="sends in flight per device (max)")
     parser.add_argument("--payload", type=int, default=200, help="message body bytes (200)")
     parser.add_argument("--data-dir", type=Path, default=None, help="server data directory")
+    parser.add_argument(
+        "--database",
+        default=None,
+        metavar="DSN",
+        help="postgresql://... server: run on a fresh database created there (dropped after) "
+        "instead of SQLite",
+    )
+    parser.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="redis://... shared by the nodes; only the run's own keys are deleted after",
+    )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="kurir serve processes sharing --database and --redis; devices connect "
+        "round-robin (1; more needs both)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write results as JSON")
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot")
     parser.add_argument("--no-plot", action="store_true", help="never plot")
@@ -154,6 +174,12 @@ def run(args: argparse.Namespace) -> int:
     from kurir.bench.plot import INSTALL_HINT, have_plotting, plot_results, write_json
     from kurir.bench.profile import ServerProfiler, format_summary, summarise
 
+    if args.nodes < 1 or (args.nodes > 1 and (args.database is None or args.redis is None)):
+        print("kurir bench: --nodes > 1 needs --database and --redis", file=sys.stderr)
+        return 2
+    if (args.database or args.redis or args.nodes > 1) and (args.idle or args.sdk):
+        print("kurir bench: --database/--redis/--nodes apply to the load run only", file=sys.stderr)
+        return 2
     if args.plot is not None and not args.no_plot and not have_plotting():
         print(f"kurir bench: {INSTALL_HINT}", file=sys.stderr)
         return 2
@@ -206,6 +232,9 @@ def run(args: argparse.Namespace) -> int:
                 payload_bytes=args.payload,
                 data_dir=args.data_dir,
                 server_variants=tuple(args.server_variant),
+                database=args.database,
+                redis=args.redis,
+                nodes=args.nodes,
             )
             profiler = None if args.profile is None else ServerProfiler(args.profile)
             results = run_load(
