@@ -26,6 +26,7 @@ import time
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from kurir.bench.load import PhaseResult, percentiles
 from kurir.bench.procs import cpu_percent, cpu_total, rss_bytes
@@ -36,6 +37,75 @@ _STREAM = (
     "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
 ).encode()
 _TOKENS = re.compile(rb"<body>(\d+) (\d+) [^<]*</body>|<iq [^>]*id='p(\d+)'[^>]*/?>")
+
+
+class ExternalPhase(Protocol):
+    """The counters a phase driver of another server keeps (Prosody's, Synapse's)."""
+
+    sent: int
+    accepted: int
+    delivered: int
+    accepted_in_window: int
+    delivered_in_window: int
+    errors: dict[str, int]
+    latencies: array[int]
+    max_lag_ns: int
+
+
+@dataclass(frozen=True)
+class Window:
+    """CPU and memory of the server and of this generator over one measured window."""
+
+    server_cpu_pct: float
+    server_rss_mib: float
+    generator_cpu_pct: float
+    load_avg_1m: float
+
+
+async def measure_window(server_pid: int, end_ns: int) -> Window:
+    """Samples the server's CPU and peak RSS, and this process's CPU, until ``end_ns``."""
+    me = os.getpid()
+    s0, g0 = cpu_total([server_pid]), cpu_total([me])
+    peak = rss_bytes(server_pid)
+    while time.monotonic_ns() < end_ns:
+        await asyncio.sleep(0.25)
+        peak = max(peak, rss_bytes(server_pid))
+    s1, g1 = cpu_total([server_pid]), cpu_total([me])
+    return Window(cpu_percent(s0, s1), peak / 2**20, cpu_percent(g0, g1), os.getloadavg()[0])
+
+
+def external_result(
+    server: str,
+    *,
+    devices: int,
+    rate: float | None,
+    duration: float,
+    phase: ExternalPhase,
+    window: Window,
+    undelivered: int,
+) -> PhaseResult:
+    """Builds the common result row of one phase of another server."""
+    return PhaseResult(
+        server=server,
+        devices=devices,
+        target_rate=rate,
+        window=1,
+        duration_s=duration,
+        sent=phase.sent,
+        accepted=phase.accepted,
+        delivered=phase.delivered,
+        accepted_per_s=phase.accepted_in_window / duration,
+        delivered_per_s=phase.delivered_in_window / duration,
+        receipts=0,
+        undelivered=undelivered,
+        errors=dict(phase.errors),
+        latency=percentiles(phase.latencies),
+        server_cpu_pct=window.server_cpu_pct,
+        server_rss_mib=window.server_rss_mib,
+        generator_cpu_pct=window.generator_cpu_pct,
+        generator_max_lag_ms=phase.max_lag_ns / 1e6,
+        load_avg_1m=window.load_avg_1m,
+    )
 
 
 def prosody_binary() -> str | None:
@@ -284,7 +354,6 @@ async def run_prosody_phases(
             *(_login(server.port, i) for i in range(start, min(devices, start + 20)))
         )
     load = ProsodyLoad(users, payload)
-    me = os.getpid()
     results: list[PhaseResult] = []
     try:
         await asyncio.sleep(0.5)
@@ -294,13 +363,7 @@ async def run_prosody_phases(
             phase = _Phase(phase_id, start_ns, count_from, count_from + int(duration * 1e9), rate)
             runner = asyncio.create_task(load.run_phase(phase))
             await asyncio.sleep((count_from - time.monotonic_ns()) / 1e9)
-            s0, g0 = cpu_total([server.pid]), cpu_total([me])
-            peak = rss_bytes(server.pid)
-            while time.monotonic_ns() < phase.end_ns:
-                await asyncio.sleep(0.25)
-                peak = max(peak, rss_bytes(server.pid))
-            s1, g1 = cpu_total([server.pid]), cpu_total([me])
-            load_avg = os.getloadavg()[0]
+            window = await measure_window(server.pid, phase.end_ns)
             await runner
             deadline = time.monotonic() + drain
             while (phase.delivered < phase.sent or phase.accepted < phase.sent) and (  # noqa: ASYNC110
@@ -308,26 +371,14 @@ async def run_prosody_phases(
             ):
                 await asyncio.sleep(0.05)  # polling counters the reader tasks advance
             results.append(
-                PhaseResult(
-                    server="prosody",
+                external_result(
+                    "prosody",
                     devices=devices,
-                    target_rate=rate,
-                    window=1,
-                    duration_s=duration,
-                    sent=phase.sent,
-                    accepted=phase.accepted,
-                    delivered=phase.delivered,
-                    accepted_per_s=phase.accepted_in_window / duration,
-                    delivered_per_s=phase.delivered_in_window / duration,
-                    receipts=0,
+                    rate=rate,
+                    duration=duration,
+                    phase=phase,
+                    window=window,
                     undelivered=max(0, phase.sent - phase.delivered),
-                    errors=dict(phase.errors),
-                    latency=percentiles(phase.latencies),
-                    server_cpu_pct=cpu_percent(s0, s1),
-                    server_rss_mib=peak / 2**20,
-                    generator_cpu_pct=cpu_percent(g0, g1),
-                    generator_max_lag_ms=phase.max_lag_ns / 1e6,
-                    load_avg_1m=load_avg,
                 )
             )
     finally:

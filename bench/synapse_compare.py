@@ -53,9 +53,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from kurir.bench.load import LoadOptions, PhaseResult, machine_info, percentiles, run_load
+from kurir.bench.load import LoadOptions, PhaseResult, machine_info, run_load
 from kurir.bench.plot import INSTALL_HINT, have_plotting, plot_results, write_json
-from kurir.bench.procs import cpu_percent, cpu_total, rss_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import prosody_driver
@@ -455,7 +454,6 @@ async def run_synapse_phases(
     console: Console,
 ) -> list[PhaseResult]:
     load = MatrixLoad(synapse.base_url, users, payload)
-    me = os.getpid()
     results: list[PhaseResult] = []
     try:
         await asyncio.sleep(1.0)  # let every /sync long poll reach the server
@@ -465,37 +463,19 @@ async def run_synapse_phases(
             phase = MatrixPhase(phase_id, start, count_from, count_from + int(duration * 1e9), rate)
             runner = asyncio.create_task(load.run_phase(phase))
             await asyncio.sleep((count_from - time.monotonic_ns()) / 1e9)
-            s0, g0 = cpu_total([synapse.pid]), cpu_total([me])
-            peak = rss_bytes(synapse.pid)
-            while time.monotonic_ns() < phase.end_ns:
-                await asyncio.sleep(0.25)
-                peak = max(peak, rss_bytes(synapse.pid))
-            s1, g1 = cpu_total([synapse.pid]), cpu_total([me])
-            load_avg = os.getloadavg()[0]
+            window = await prosody_driver.measure_window(synapse.pid, phase.end_ns)
             await runner
             deadline = time.monotonic() + drain
             while phase.delivered < phase.accepted and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)  # polling a counter the /sync loops advance
-            result = PhaseResult(
-                server="synapse",
+            result = prosody_driver.external_result(
+                "synapse",
                 devices=len(users),
-                target_rate=rate,
-                window=1,
-                duration_s=duration,
-                sent=phase.sent,
-                accepted=phase.accepted,
-                delivered=phase.delivered,
-                accepted_per_s=phase.accepted_in_window / duration,
-                delivered_per_s=phase.delivered_in_window / duration,
-                receipts=0,
+                rate=rate,
+                duration=duration,
+                phase=phase,
+                window=window,
                 undelivered=max(0, phase.accepted - phase.delivered),
-                errors=dict(phase.errors),
-                latency=percentiles(phase.latencies),
-                server_cpu_pct=cpu_percent(s0, s1),
-                server_rss_mib=peak / 2**20,
-                generator_cpu_pct=cpu_percent(g0, g1),
-                generator_max_lag_ms=phase.max_lag_ns / 1e6,
-                load_avg_1m=load_avg,
             )
             console.log(
                 f"synapse {'max' if rate is None else rate}: "
