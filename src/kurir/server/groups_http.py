@@ -15,10 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kurir.server.context import Services, client_host
+from kurir.server.context import Services
 from kurir.server.errors import Refused
-from kurir.server.http import RouteSpec, _body, _wrap, json_response
-from kurir.server.services.accounts import AuthedDevice
+from kurir.server.http import RouteSpec, authenticate, json_response, read_body, starlette_routes
 from kurir.server.services.groups import GroupService
 from kurir.server.storage.groups import GroupId, GroupRecord, MemberSettings
 from kurir.server.types import AccountId
@@ -33,12 +32,6 @@ def _groups(services: Services) -> GroupService:
     if groups is None:
         raise Refused(ErrorCode.NOT_FOUND, "this server's storage engine has no groups")
     return groups
-
-
-async def _auth(request: Request, services: Services) -> AuthedDevice:
-    return await services.accounts.authenticate(
-        request.headers.get("authorization"), client_host(request)
-    )
 
 
 def _uuid(request: Request, name: str) -> UUID:
@@ -69,8 +62,8 @@ def _info(group: GroupRecord, caller: AccountId) -> group_api.GroupInfo:
 
 
 async def _create(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
-    body = await _body(request, group_api.CreateGroupRequest)
+    caller = await authenticate(request, services)
+    body = await read_body(request, group_api.CreateGroupRequest)
     group = await _groups(services).create(
         caller,
         name=body.name,
@@ -81,28 +74,28 @@ async def _create(request: Request, services: Services) -> Response:
 
 
 async def _list(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
+    caller = await authenticate(request, services)
     groups = await _groups(services).list(caller)
     return json_response(group_api.GroupList([_info(g, caller.account_id) for g in groups]))
 
 
 async def _get(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
+    caller = await authenticate(request, services)
     group_id = GroupId(_uuid(request, "group_id"))
     group = await _groups(services).get(caller, group_id)
     return json_response(_info(group, caller.account_id))
 
 
 async def _add(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
+    caller = await authenticate(request, services)
     group_id = GroupId(_uuid(request, "group_id"))
-    body = await _body(request, group_api.AddMembersRequest)
+    body = await read_body(request, group_api.AddMembersRequest)
     group = await _groups(services).add(caller, group_id, [AccountId(m) for m in body.members])
     return json_response(_info(group, caller.account_id))
 
 
 async def _remove(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
+    caller = await authenticate(request, services)
     group_id = GroupId(_uuid(request, "group_id"))
     target = AccountId(_uuid(request, "account_id"))
     if target == caller.account_id:
@@ -114,24 +107,24 @@ async def _remove(request: Request, services: Services) -> Response:
 
 
 async def _leave(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
+    caller = await authenticate(request, services)
     group_id = GroupId(_uuid(request, "group_id"))
     await _groups(services).remove(caller, group_id, caller.account_id)
     return Response(status_code=204)
 
 
 async def _promote(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
+    caller = await authenticate(request, services)
     group_id = GroupId(_uuid(request, "group_id"))
-    body = await _body(request, group_api.PromoteRequest)
+    body = await read_body(request, group_api.PromoteRequest)
     group = await _groups(services).promote(caller, group_id, AccountId(body.account_id))
     return json_response(_info(group, caller.account_id))
 
 
 async def _settings(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
+    caller = await authenticate(request, services)
     group_id = GroupId(_uuid(request, "group_id"))
-    body = await _body(request, group_api.GroupSettings)
+    body = await read_body(request, group_api.GroupSettings)
     settings = MemberSettings(body.archived, body.muted_until, body.sound)
     await _groups(services).update_settings(caller, group_id, settings)
     return Response(status_code=204)
@@ -263,4 +256,4 @@ GROUP_ROUTES: Final[tuple[RouteSpec, ...]] = (
 
 def group_routes() -> list[Route]:
     """Starlette routes for :data:`GROUP_ROUTES`."""
-    return [Route(s.path, _wrap(s), methods=[s.method], name=s.name) for s in GROUP_ROUTES]
+    return starlette_routes(GROUP_ROUTES)

@@ -9,7 +9,7 @@ document is generated from the same table. Every failure becomes
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 from uuid import UUID
@@ -35,7 +35,18 @@ from kurir.wire import api
 from kurir.wire.errors import ErrorCode, WireError
 from kurir.wire.limits import MAX_HTTP_BODY_BYTES
 
-__all__ = ["ROUTES", "STATUS", "RouteSpec", "error_response", "http_exception_handler", "routes"]
+__all__ = [
+    "ROUTES",
+    "STATUS",
+    "RouteSpec",
+    "authenticate",
+    "error_response",
+    "http_exception_handler",
+    "json_response",
+    "read_body",
+    "routes",
+    "starlette_routes",
+]
 
 _log = logging.getLogger("kurir.server.http")
 APP_KEY_HEADER: Final = "x-kurir-app-key"
@@ -121,7 +132,12 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
     return error_response(ErrorCode.INVALID_REQUEST, "bad request")
 
 
-async def _body(request: Request, body_type: type[T]) -> T:
+async def read_body(request: Request, body_type: type[T]) -> T:
+    """Read and decode a JSON body of ``body_type``, refusing one over the size limit.
+
+    Raises:
+        Refused: ``payload_too_large`` or the decoder's error code; nothing was changed.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_HTTP_BODY_BYTES:
         raise Refused(ErrorCode.PAYLOAD_TOO_LARGE, f"body exceeds {MAX_HTTP_BODY_BYTES} bytes")
@@ -138,13 +154,14 @@ async def _body(request: Request, body_type: type[T]) -> T:
         raise Refused(exc.code, exc.message) from None
 
 
-async def _auth(request: Request, services: Services) -> AuthedDevice:
+async def authenticate(request: Request, services: Services) -> AuthedDevice:
+    """The device whose credentials the request's Authorization header carries."""
     return await services.accounts.authenticate(
         request.headers.get("authorization"), client_host(request)
     )
 
 
-def _wrap(spec: RouteSpec) -> Callable[[Request], Awaitable[Response]]:
+def _endpoint(spec: RouteSpec) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
             return await spec.handler(request, services_of(request))
@@ -176,7 +193,7 @@ async def _apps(request: Request, services: Services) -> Response:
 
 
 async def _verification(request: Request, services: Services) -> Response:
-    body = await _body(request, api.VerificationRequest)
+    body = await read_body(request, api.VerificationRequest)
     await services.accounts.request_code(
         body.address, request.headers.get(APP_KEY_HEADER), client_host(request)
     )
@@ -184,7 +201,7 @@ async def _verification(request: Request, services: Services) -> Response:
 
 
 async def _register(request: Request, services: Services) -> Response:
-    body = await _body(request, api.RegistrationRequest)
+    body = await read_body(request, api.RegistrationRequest)
     account_id = await services.accounts.register(
         address_text=body.address,
         code=body.code,
@@ -201,8 +218,8 @@ def _signed(key: api.SignedPreKey | api.KemPreKey) -> SignedKey:
 
 
 async def _put_keys(request: Request, services: Services) -> Response:
-    device = await _auth(request, services)
-    body = await _body(request, api.KeyUpload)
+    device = await authenticate(request, services)
+    body = await read_body(request, api.KeyUpload)
     update = KeyUpdate(
         identity_key=body.identity_key,
         signed_prekey=None if body.signed_prekey is None else _signed(body.signed_prekey),
@@ -228,7 +245,7 @@ async def _put_keys(request: Request, services: Services) -> Response:
 
 
 async def _key_counts(request: Request, services: Services) -> Response:
-    device = await _auth(request, services)
+    device = await authenticate(request, services)
     counts = await services.keys.counts(device)
     return json_response(api.KeyCounts(counts.ec, counts.pq))
 
@@ -252,7 +269,7 @@ def _bundle_body(bundle: KeyBundle) -> api.PreKeyBundle:
 
 
 async def _get_keys(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
+    caller = await authenticate(request, services)
     account_text = request.path_params["account_id"]
     device_text = request.path_params["device_id"]
     try:
@@ -273,8 +290,8 @@ async def _get_keys(request: Request, services: Services) -> Response:
 
 
 async def _directory(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
-    body = await _body(request, api.DirectoryRequest)
+    caller = await authenticate(request, services)
+    body = await read_body(request, api.DirectoryRequest)
     hits = await services.accounts.directory(caller, body.addresses)
     policy = metadata_of(request).policy  # issue 5: accounts that do not want to be found
     hits = [h for h in hits if await policy.may_discover(caller.account_id, h.account_id)]
@@ -286,7 +303,7 @@ async def _directory(request: Request, services: Services) -> Response:
 
 
 async def _devices(request: Request, services: Services) -> Response:
-    device = await _auth(request, services)
+    device = await authenticate(request, services)
     devices = await services.accounts.devices(device.account_id)
     return json_response(
         api.DeviceList(
@@ -296,13 +313,13 @@ async def _devices(request: Request, services: Services) -> Response:
 
 
 async def _link_code(request: Request, services: Services) -> Response:
-    device = await _auth(request, services)
+    device = await authenticate(request, services)
     code, expires = await services.accounts.create_link_code(device)
     return json_response(api.LinkCode(code, expires))
 
 
 async def _link(request: Request, services: Services) -> Response:
-    body = await _body(request, api.LinkRequest)
+    body = await read_body(request, api.LinkRequest)
     account_id, device_id = await services.accounts.link_device(
         code=body.code,
         password=body.password,
@@ -314,7 +331,7 @@ async def _link(request: Request, services: Services) -> Response:
 
 
 async def _remove_device(request: Request, services: Services) -> Response:
-    device = await _auth(request, services)
+    device = await authenticate(request, services)
     text = request.path_params["device_id"]
     if not (text.isdigit() and len(text) <= 10 and int(text) >= 1):
         raise Refused(ErrorCode.INVALID_REQUEST, "device_id must be a positive integer")
@@ -475,4 +492,9 @@ ROUTES: Final[tuple[RouteSpec, ...]] = (
 
 def routes() -> list[Route]:
     """Starlette routes for :data:`ROUTES`."""
-    return [Route(s.path, _wrap(s), methods=[s.method], name=s.name) for s in ROUTES]
+    return starlette_routes(ROUTES)
+
+
+def starlette_routes(specs: Iterable[RouteSpec]) -> list[Route]:
+    """Starlette routes for ``specs``: refusals become JSON errors, bugs a logged 500."""
+    return [Route(s.path, _endpoint(s), methods=[s.method], name=s.name) for s in specs]

@@ -17,11 +17,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kurir.server.context import Services, client_host
+from kurir.server.context import Services
 from kurir.server.errors import Refused
-from kurir.server.http import Handler, RouteSpec, _body, _wrap, json_response
+from kurir.server.http import (
+    Handler,
+    RouteSpec,
+    authenticate,
+    json_response,
+    read_body,
+    starlette_routes,
+)
 from kurir.server.metadata_app import MetadataServices, metadata_of
-from kurir.server.services.accounts import AuthedDevice
 from kurir.server.storage.metadata_records import (
     SOUNDS,
     AccountSettings,
@@ -33,12 +39,6 @@ from kurir.wire import metadata_api as m
 from kurir.wire.errors import ErrorCode
 
 __all__ = ["METADATA_ROUTES", "metadata_routes"]
-
-
-async def _auth(request: Request, services: Services) -> AuthedDevice:
-    return await services.accounts.authenticate(
-        request.headers.get("authorization"), client_host(request)
-    )
 
 
 async def _address_of(md: MetadataServices, account_id: AccountId) -> str | None:
@@ -87,14 +87,14 @@ async def _conversation_info(md: MetadataServices, c: ConversationRecord) -> m.C
 
 
 async def _get_settings(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
+    caller = await authenticate(request, services)
     md = metadata_of(request)
     return json_response(_settings_body(await md.conversations.settings(caller.account_id)))
 
 
 async def _put_settings(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
-    body = await _body(request, m.SettingsUpdate)
+    caller = await authenticate(request, services)
+    body = await read_body(request, m.SettingsUpdate)
     md = metadata_of(request)
     updated = await md.conversations.update_settings(
         caller.account_id,
@@ -108,7 +108,7 @@ async def _put_settings(request: Request, services: Services) -> Response:
 
 
 async def _get_blocks(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
+    caller = await authenticate(request, services)
     md = metadata_of(request)
     blocks = await md.policy.blocks(caller.account_id)
     return json_response(
@@ -122,8 +122,8 @@ async def _get_blocks(request: Request, services: Services) -> Response:
 
 
 async def _block(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
-    body = await _body(request, m.PeerRef)
+    caller = await authenticate(request, services)
+    body = await read_body(request, m.PeerRef)
     md = metadata_of(request)
     target = await _resolve(services, md, body)
     # an unregistered address is accepted and ignored: the answer must not reveal accounts
@@ -133,8 +133,8 @@ async def _block(request: Request, services: Services) -> Response:
 
 
 async def _unblock(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
-    body = await _body(request, m.PeerRef)
+    caller = await authenticate(request, services)
+    body = await read_body(request, m.PeerRef)
     md = metadata_of(request)
     target = await _resolve(services, md, body)
     if target is not None:
@@ -143,7 +143,7 @@ async def _unblock(request: Request, services: Services) -> Response:
 
 
 async def _requests(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
+    caller = await authenticate(request, services)
     md = metadata_of(request)
     rows = await md.policy.requests(caller.account_id)
     return json_response(
@@ -159,8 +159,8 @@ async def _requests(request: Request, services: Services) -> Response:
 
 
 async def _answer(request: Request, services: Services, *, accept: bool) -> Response:
-    caller = await _auth(request, services)
-    body = await _body(request, m.PeerRef)
+    caller = await authenticate(request, services)
+    body = await read_body(request, m.PeerRef)
     md = metadata_of(request)
     peer = await _resolve(services, md, body)
     if peer is None:
@@ -178,16 +178,16 @@ async def _decline(request: Request, services: Services) -> Response:
 
 
 async def _conversations(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
+    caller = await authenticate(request, services)
     md = metadata_of(request)
     rows = await md.conversations.conversations(caller.account_id)
     return json_response(m.ConversationList([await _conversation_info(md, c) for c in rows]))
 
 
 async def _put_conversation(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
+    caller = await authenticate(request, services)
     peer = _path_account(request)
-    body = await _body(request, m.ConversationFlags)
+    body = await read_body(request, m.ConversationFlags)
     md = metadata_of(request)
     row = await md.conversations.set_flags(
         caller.account_id,
@@ -201,8 +201,8 @@ async def _put_conversation(request: Request, services: Services) -> Response:
 
 
 async def _upload_contacts(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
-    body = await _body(request, m.ContactUpload)
+    caller = await authenticate(request, services)
+    body = await read_body(request, m.ContactUpload)
     md = metadata_of(request)
     stored, hits = await md.contacts.upload(caller.account_id, body.entries, body.region)
     return json_response(
@@ -213,13 +213,13 @@ async def _upload_contacts(request: Request, services: Services) -> Response:
 
 
 async def _get_contacts(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
+    caller = await authenticate(request, services)
     md = metadata_of(request)
     return json_response(m.ContactList(await md.contacts.contacts(caller.account_id)))
 
 
 async def _get_profile(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
+    caller = await authenticate(request, services)
     target = _path_account(request)
     md = metadata_of(request)
     profile = await md.profiles.profile(caller.account_id, target)
@@ -235,28 +235,28 @@ async def _get_profile(request: Request, services: Services) -> Response:
 
 
 async def _put_profile(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
-    body = await _body(request, m.ProfileUpdate)
+    caller = await authenticate(request, services)
+    body = await read_body(request, m.ProfileUpdate)
     await metadata_of(request).profiles.set_name(caller.account_id, body.display_name)
     return Response(status_code=204)
 
 
 async def _put_avatar(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
-    body = await _body(request, m.AvatarUpload)
+    caller = await authenticate(request, services)
+    body = await read_body(request, m.AvatarUpload)
     await metadata_of(request).profiles.set_avatar(caller.account_id, body.image)
     return Response(status_code=204)
 
 
 async def _delete_avatar(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
+    caller = await authenticate(request, services)
     await metadata_of(request).profiles.set_avatar(caller.account_id, None)
     return Response(status_code=204)
 
 
 async def _put_push(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
-    body = await _body(request, m.PushSubscriptionBody)
+    caller = await authenticate(request, services)
+    body = await read_body(request, m.PushSubscriptionBody)
     if not body.endpoint.startswith("https://"):
         raise Refused(ErrorCode.INVALID_REQUEST, "$.endpoint: must be an https:// URL")
     md = metadata_of(request)
@@ -274,13 +274,13 @@ async def _put_push(request: Request, services: Services) -> Response:
 
 
 async def _delete_push(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
+    caller = await authenticate(request, services)
     await metadata_of(request).store.delete_push(caller.account_id, caller.device_id)
     return Response(status_code=204)
 
 
 async def _report(request: Request, services: Services) -> Response:
-    caller = await _auth(request, services)
+    caller = await authenticate(request, services)
     generated, tables = await metadata_of(request).report.report(caller.account_id)
     return json_response(m.Report(generated, tables))
 
@@ -509,4 +509,4 @@ METADATA_ROUTES: Final[tuple[RouteSpec, ...]] = (
 
 def metadata_routes() -> list[Route]:
     """Starlette routes for :data:`METADATA_ROUTES`."""
-    return [Route(s.path, _wrap(s), methods=[s.method], name=s.name) for s in METADATA_ROUTES]
+    return starlette_routes(METADATA_ROUTES)
