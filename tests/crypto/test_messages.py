@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kurir.crypto import protos
 from kurir.crypto.curve import KeyPair, PublicKey
 from kurir.crypto.errors import (
     InvalidMessageError,
@@ -23,8 +24,6 @@ from kurir.crypto.messages import (
     PreKeySignalMessage,
     SignalMessage,
     deserialize_ciphertext,
-    parse_strictly,
-    scan_protobuf,
 )
 
 RNG = random.Random(0).randbytes
@@ -173,23 +172,45 @@ def test_identity_key_must_be_a_curve_key() -> None:
 
 @pytest.mark.parametrize(
     "tail",
-    [b"\xff", b"\x80", b"\x0a\x05ab", b"\x00\x01", b"\x0b", b"\x29\x00"],
-    ids=["truncated-tag", "truncated-varint", "short-bytes", "field-0", "group", "short-fixed64"],
+    [
+        b"\xff",  # truncated tag
+        b"\x80",  # truncated varint
+        b"\x0a\x05ab",  # bytes shorter than their length
+        b"\x00\x01",  # field number 0
+        b"\x0b",  # unterminated group
+        b"\x0b\x0c",  # a group, even terminated (libsignal's messages have none)
+        b"\x29\x00",  # truncated fixed64
+        b"\x09" + bytes(8),  # known field 1 (pre_key_id, a varint) as fixed64: prost refuses
+        b"\x08" + b"\xff" * 10 + b"\x01",  # varint longer than 10 bytes
+    ],
+    ids=[
+        "truncated-tag",
+        "truncated-varint",
+        "short-bytes",
+        "field-0",
+        "open-group",
+        "group",
+        "short-fixed64",
+        "wrong-wire-type",
+        "long-varint",
+    ],
 )
 def test_malformed_protobuf_is_refused_as_prost_refuses_it(tail: bytes) -> None:
     data = prekey_message().serialize() + tail
     with pytest.raises(InvalidMessageError):
         PreKeySignalMessage.deserialize(data)
-    with pytest.raises(ValueError):  # noqa: PT011 (the scanner's documented error)
-        parse_strictly(data[1:])
+    with pytest.raises(ValueError):  # noqa: PT011 (protos.parse's documented error)
+        protos.parse(protos.PreKeySignalMessageProto, data[1:])
 
 
-def test_scan_protobuf_reports_fields_and_payloads() -> None:
-    data = b"\x08\x96\x01\x12\x03abc\x29" + bytes(range(8)) + b"\x35" + bytes(4)
-    fields = [(n, w, data[s:e]) for n, w, s, e in scan_protobuf(data)]
-    assert fields == [
-        (1, 0, b"\x96\x01"),
-        (2, 2, b"abc"),
-        (5, 1, bytes(range(8))),
-        (6, 5, bytes(4)),
-    ]
+def test_unknown_fields_are_skipped_as_prost_skips_them() -> None:
+    # a field number libsignal does not know, of any non-group wire type, is ignored
+    data = prekey_message().serialize()
+    for tail in (
+        b"\xf8\x01\x07",
+        b"\xfa\x01\x02ab",
+        b"\xf9\x01" + bytes(8),
+        b"\xfd\x01" + bytes(4),
+    ):
+        parsed = PreKeySignalMessage.deserialize(data + tail)
+        assert parsed.base_key == prekey_message().base_key

@@ -63,7 +63,7 @@ def test_prekey_records_round_trip() -> None:
 
 
 def test_timestamps_above_32_bits_survive() -> None:
-    # regression: pure-protobuf 3.1.5 decodes fixed64 with a 4-byte format
+    # regression: the former codec (pure-protobuf 3.1.5) decoded fixed64 from 4 bytes
     signed = generate_signed_pre_key(IDENTITY, SignedPreKeyId(3), now=NOW, rng=RNG)
     assert signed.timestamp_ms > 1 << 32
     assert SignedPreKeyRecord.deserialize(signed.serialize()).timestamp_ms == signed.timestamp_ms

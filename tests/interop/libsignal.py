@@ -456,11 +456,14 @@ class Libsignal:
         device_id: int = 1,
         registration_id: int | None = None,
         identity_private: bytes | None = None,
+        native_records: bool = False,
     ) -> Participant:
         """Creates a participant with fresh (or the given) identity key and empty stores.
 
         ``address`` (default: ``name``) is the ProtocolAddress name others use for it; use a
-        UUID string when the participant takes part in sealed sender.
+        UUID string when the participant takes part in sealed sender. ``native_records`` gives
+        it a session store that keeps libsignal's record objects instead of serialized bytes
+        (for benchmarks: no record encoding on libsignal's side).
         """
         r = self.call(
             "create_participant",
@@ -469,6 +472,7 @@ class Libsignal:
             device_id=device_id,
             registration_id=registration_id,
             identity_private=None if identity_private is None else _b64(identity_private),
+            native_records=native_records,
         )
         return Participant(
             name=str(r["name"]),
@@ -654,6 +658,17 @@ class Libsignal:
         return _opt_unb64(
             self.call("session_record", name=name, peer=peer, device=device)["record"]
         )
+
+    def set_session_record(self, name: str, peer: str, record: bytes, *, device: int = 1) -> bool:
+        """Loads a serialized ``SessionRecord`` (e.g. kurir's) into ``name``'s store for ``peer``.
+
+        Returns:
+            Whether the record has a current state (libsignal's ``hasCurrentState``).
+        """
+        r = self.call(
+            "set_session_record", name=name, peer=peer, device=device, record=_b64(record)
+        )
+        return bool(r["has_current_state"])
 
     def archive_session(self, name: str, peer: str, *, device: int = 1) -> None:
         """``SessionRecord.archiveCurrentState`` on ``name``'s session with ``peer``."""

@@ -35,7 +35,7 @@ from kurir.crypto.prekeys import (
     generate_pre_keys,
     generate_signed_pre_key,
 )
-from kurir.crypto.session import SessionRecord
+from kurir.crypto.session import SessionRecord, SessionState
 from kurir.crypto.session_cipher import message_decrypt, message_encrypt, process_prekey_bundle
 from kurir.crypto.stores import (
     InMemoryIdentityKeyStore,
@@ -462,8 +462,7 @@ def test_libsignal_serves_prekeys_generated_by_kurir(libsignal: Libsignal) -> No
 def test_kurir_session_record_is_accepted_by_libsignal(libsignal: Libsignal) -> None:
     """libsignal's SessionRecord.deserialize takes kurir's record, archived states included.
 
-    (That libsignal can also continue a session from a kurir record was checked by hand with a
-    scratch script; the harness has no op yet to load a record into a participant's store.)
+    (That libsignal continues a session from such a record is the next test.)
     """
     _ls(libsignal)
     kurir = Kurir(17)
@@ -490,3 +489,116 @@ def test_kurir_session_record_is_accepted_by_libsignal(libsignal: Libsignal) -> 
 
 def _unb64(value: str) -> bytes:
     return base64.b64decode(value)
+
+
+def _kurir_as_libsignal(libsignal: Libsignal, kurir: Kurir, name: str) -> None:
+    """A harness participant with kurir's identity, registration id and address."""
+    libsignal.create_participant(
+        name,
+        address=KURIR,
+        registration_id=kurir.registration_id,
+        identity_private=kurir.identity.private_key.serialize(),
+    )
+
+
+def test_libsignal_continues_a_session_from_a_kurir_record(libsignal: Libsignal) -> None:
+    """libsignal loads the record kurir serialized and carries the session on, both ways.
+
+    The record has been through several DH ratchet steps and holds a skipped message key, so
+    every part of ``SessionStructure`` kurir writes is used by libsignal: root key, sending
+    chain with its private ratchet key, receiving chains, skipped-key seeds, identities. Then
+    kurir takes back the record libsignal wrote and goes on.
+    """
+    _ls(libsignal)
+    kurir = Kurir(18)
+    kurir.process(libsignal.generate_prekeys("ls").bundle)
+    _converse(libsignal, kurir, rounds=3)
+    held = libsignal.encrypt("ls", KURIR, b"held back")
+    assert kurir.decrypt(libsignal.encrypt("ls", KURIR, b"overtakes it")) == b"overtakes it"
+    record = kurir.sessions.load_session(kurir.peer)
+    assert record is not None
+
+    _kurir_as_libsignal(libsignal, kurir, "kurir-in-libsignal")
+    assert libsignal.set_session_record("kurir-in-libsignal", LS, record.serialize())
+    assert libsignal.decrypt("kurir-in-libsignal", LS, held) == b"held back"  # kurir's seed
+    for r in range(2):
+        sent = libsignal.encrypt("kurir-in-libsignal", LS, f"from kurir's state {r}".encode())
+        assert sent.type is CiphertextType.WHISPER
+        assert libsignal.decrypt("ls", KURIR, sent) == f"from kurir's state {r}".encode()
+        reply = libsignal.encrypt("ls", KURIR, f"reply {r}".encode())
+        assert libsignal.decrypt("kurir-in-libsignal", LS, reply) == f"reply {r}".encode()
+
+    handed_back = libsignal.session_record("kurir-in-libsignal", LS)
+    assert handed_back is not None
+    kurir.sessions.store_session(kurir.peer, SessionRecord.deserialize(handed_back))
+    assert kurir.decrypt(libsignal.encrypt("ls", KURIR, b"to kurir again")) == b"to kurir again"
+    assert libsignal.decrypt("ls", KURIR, kurir.encrypt(b"kurir goes on")) == b"kurir goes on"
+
+
+def test_libsignal_continues_an_unanswered_session_from_a_kurir_record(
+    libsignal: Libsignal,
+) -> None:
+    """A kurir record whose session is not yet answered (pending PQXDH data, an archived
+    previous session) makes libsignal send the same PreKeySignalMessage fields kurir would."""
+    _ls(libsignal)
+    kurir = Kurir(19)
+    kurir.process(libsignal.generate_prekeys("ls").bundle)
+    _converse(libsignal, kurir, rounds=1)
+    kurir.process(libsignal.generate_prekeys("ls").bundle)  # archives the answered session
+    first = kurir.encrypt(b"first, from kurir")
+    record = kurir.sessions.load_session(kurir.peer)
+    assert record is not None
+
+    _kurir_as_libsignal(libsignal, kurir, "kurir-in-libsignal")
+    assert libsignal.set_session_record("kurir-in-libsignal", LS, record.serialize())
+    second = libsignal.encrypt("kurir-in-libsignal", LS, b"second, from libsignal")
+    assert first.type is second.type is CiphertextType.PREKEY
+    ours, theirs = (libsignal.parse_prekey_message(m.body) for m in (first, second))
+    assert (
+        ours.registration_id,
+        ours.pre_key_id,
+        ours.signed_pre_key_id,
+        ours.kyber_pre_key_id,
+        ours.kyber_ciphertext,
+        ours.base_key,
+        ours.identity_key,
+    ) == (
+        theirs.registration_id,
+        theirs.pre_key_id,
+        theirs.signed_pre_key_id,
+        theirs.kyber_pre_key_id,
+        theirs.kyber_ciphertext,
+        theirs.base_key,
+        theirs.identity_key,
+    )
+    assert libsignal.decrypt("ls", KURIR, first) == b"first, from kurir"
+    assert libsignal.decrypt("ls", KURIR, second) == b"second, from libsignal"
+    reply = libsignal.encrypt("ls", KURIR, b"answer")
+    assert libsignal.decrypt("kurir-in-libsignal", LS, reply) == b"answer"
+
+
+def test_kurir_writes_libsignal_records_back_byte_for_byte(libsignal: Libsignal) -> None:
+    """A record written by libsignal, parsed and serialized again by kurir, is the same bytes.
+
+    Both sides of a libsignal session after DH ratchet steps, a skipped key, and a second
+    session that archived the first and is still unanswered (pending PQXDH data); libsignal's
+    SPQR state rides along untouched. So kurir's encoder follows prost's choices (field order,
+    zero values left out) for every field libsignal writes.
+    """
+    libsignal.create_participant("a")
+    libsignal.create_participant("b")
+    libsignal.process_bundle("a", "b", libsignal.generate_prekeys("b").bundle)
+    for _ in range(3):
+        libsignal.decrypt("b", "a", libsignal.encrypt("a", "b", b"ping"))
+        libsignal.decrypt("a", "b", libsignal.encrypt("b", "a", b"pong"))
+    libsignal.encrypt("b", "a", b"never delivered: its key stays skipped")
+    libsignal.decrypt("a", "b", libsignal.encrypt("b", "a", b"overtakes it"))
+    libsignal.process_bundle("a", "b", libsignal.generate_prekeys("b").bundle)
+    for name, peer in (("a", "b"), ("b", "a")):
+        data = libsignal.session_record(name, peer)
+        assert data is not None
+        record = SessionRecord.deserialize(data)
+        assert record.serialize() == data, name
+        for archived in record.archived:
+            assert SessionState.deserialize(archived).serialize() == archived, name
+    assert SessionRecord.deserialize(libsignal.session_record("a", "b") or b"").archived

@@ -20,6 +20,13 @@ Point operations on Ed25519 with a raw (non-hashed) scalar are not exposed by py
 `cryptography`, so signing uses libsodium's no-clamp base-point multiplication through PyNaCl;
 verification is a standard Ed25519 verification (pyca) of the converted public key. Scalar
 arithmetic mod the group order is plain integer arithmetic.
+
+X25519 (agreement and public-key derivation) is libsodium's too, called on the raw 32 bytes:
+pyca would need a key object per stored key, and building an ``X25519PrivateKey`` derives its
+public key (a scalar multiplication, about 20 us here), so agreeing with a key loaded from a
+session record cost two scalar multiplications instead of one. Keys are therefore plain bytes,
+checked for length and clamped, and cost nothing to load. Both libraries implement RFC 7748 and
+refuse an all-zero shared secret (a small-order peer key).
 """
 
 from __future__ import annotations
@@ -32,8 +39,12 @@ from typing import Self
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from nacl.bindings import crypto_scalarmult_ed25519_base_noclamp
+from nacl.bindings import (
+    crypto_scalarmult,
+    crypto_scalarmult_base,
+    crypto_scalarmult_ed25519_base_noclamp,
+)
+from nacl.exceptions import RuntimeError as NaclRuntimeError
 
 from kurir.crypto.errors import BadKeyTypeError, InvalidKeyError
 
@@ -55,11 +66,11 @@ _XEDDSA_HASH1_PREFIX = b"\xfe" + b"\xff" * 31  # XEdDSA section 2.3: hash_1 = ha
 
 
 def _clamp(scalar: bytes) -> bytes:
-    b = bytearray(scalar)
-    b[0] &= 248
-    b[31] &= 127
-    b[31] |= 64
-    return bytes(b)
+    first, last = scalar[0], scalar[31]
+    clamped_first, clamped_last = first & 248, (last & 127) | 64
+    if first == clamped_first and last == clamped_last:
+        return bytes(scalar)  # stored keys are already clamped
+    return bytes((clamped_first,)) + scalar[1:31] + bytes((clamped_last,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +82,10 @@ class PublicKey:
     """
 
     key: bytes
-    _x25519: X25519PublicKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.key) != KEY_LENGTH:
             raise InvalidKeyError(f"public key must be {KEY_LENGTH} bytes, got {len(self.key)}")
-        object.__setattr__(self, "_x25519", X25519PublicKey.from_public_bytes(self.key))
 
     @classmethod
     def deserialize(cls, data: bytes) -> Self:
@@ -140,14 +149,11 @@ class PrivateKey:
     """
 
     key: bytes = field(repr=False)
-    _x25519: X25519PrivateKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.key) != KEY_LENGTH:
             raise InvalidKeyError(f"private key must be {KEY_LENGTH} bytes, got {len(self.key)}")
-        clamped = _clamp(self.key)
-        object.__setattr__(self, "key", clamped)
-        object.__setattr__(self, "_x25519", X25519PrivateKey.from_private_bytes(clamped))
+        object.__setattr__(self, "key", _clamp(self.key))
 
     @classmethod
     def generate(cls, rng: Rng = os.urandom) -> Self:
@@ -165,7 +171,7 @@ class PrivateKey:
 
     def public_key(self) -> PublicKey:
         """Returns the matching public key."""
-        return PublicKey(self._x25519.public_key().public_bytes_raw())
+        return PublicKey(crypto_scalarmult_base(self.key))
 
     def agree(self, their_key: PublicKey) -> bytes:
         """X25519 (RFC 7748) with a peer's public key.
@@ -174,8 +180,8 @@ class PrivateKey:
             InvalidKeyError: the peer's key is of small order (the shared secret would be zero).
         """
         try:
-            return self._x25519.exchange(their_key._x25519)
-        except ValueError as exc:
+            return crypto_scalarmult(self.key, their_key.key)
+        except NaclRuntimeError as exc:  # libsodium refuses an all-zero shared secret
             raise InvalidKeyError("agreement with a small-order public key") from exc
 
     def calculate_signature(self, message: bytes, rng: Rng = os.urandom) -> bytes:

@@ -26,11 +26,9 @@ import hashlib
 import hmac
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Final, Self
+from typing import Final, Self
 
-from pure_protobuf.annotations import Field, uint
-from pure_protobuf.message import BaseMessage
-
+from kurir.crypto import protos
 from kurir.crypto.curve import PublicKey
 from kurir.crypto.errors import InvalidArgumentError, RemoteProtocolError
 
@@ -67,24 +65,27 @@ class FingerprintVersionMismatchError(RemoteProtocolError):
 
 
 @dataclass(frozen=True, slots=True)
-class _LogicalFingerprint(BaseMessage):
-    # fingerprint.proto: LogicalFingerprint
-    content: Annotated[bytes | None, Field(1)] = None
+class _Combined:
+    # fingerprint.proto's CombinedFingerprints, with absent fields as None
+    version: int | None
+    local: bytes | None
+    remote: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
-class _CombinedFingerprints(BaseMessage):
-    # fingerprint.proto: CombinedFingerprints
-    version: Annotated[uint | None, Field(1)] = None
-    local_fingerprint: Annotated[_LogicalFingerprint | None, Field(2)] = None
-    remote_fingerprint: Annotated[_LogicalFingerprint | None, Field(3)] = None
-
-
-def _decode_combined(data: bytes) -> _CombinedFingerprints:
+def _decode_combined(data: bytes) -> _Combined:
     try:
-        return _CombinedFingerprints.loads(data)
-    except Exception as exc:  # pure-protobuf raises several types on malformed input
+        proto = protos.parse(protos.CombinedFingerprints, data)
+    except ValueError as exc:
         raise FingerprintParsingError("malformed scannable fingerprint") from exc
+
+    def content(name: str) -> bytes | None:
+        if not proto.HasField(name):
+            return None
+        logical = getattr(proto, name)
+        return bytes(logical.content) if logical.HasField("content") else None
+
+    version = int(proto.version) if proto.HasField("version") else None
+    return _Combined(version, content("local_fingerprint"), content("remote_fingerprint"))
 
 
 def _iterated_hash(iterations: int, stable_id: bytes, key: PublicKey) -> bytes:
@@ -129,23 +130,18 @@ class ScannableFingerprint:
         combined = _decode_combined(data)
         if combined.version is None:
             raise FingerprintParsingError("missing version")
-        local = combined.local_fingerprint
-        remote = combined.remote_fingerprint
-        if local is None or local.content is None:
+        if combined.local is None:
             raise FingerprintParsingError("missing local fingerprint")
-        if remote is None or remote.content is None:
+        if combined.remote is None:
             raise FingerprintParsingError("missing remote fingerprint")
-        return cls(int(combined.version), local.content, remote.content)
+        return cls(combined.version, combined.local, combined.remote)
 
     def serialize(self) -> bytes:
         """Returns the ``CombinedFingerprints`` bytes to put in the QR code."""
-        return bytes(
-            _CombinedFingerprints(
-                version=uint(self.version),
-                local_fingerprint=_LogicalFingerprint(self.local_fingerprint),
-                remote_fingerprint=_LogicalFingerprint(self.remote_fingerprint),
-            )
-        )
+        proto = protos.CombinedFingerprints(version=self.version)
+        proto.local_fingerprint.content = self.local_fingerprint
+        proto.remote_fingerprint.content = self.remote_fingerprint
+        return bytes(proto.SerializeToString())
 
     def compare(self, scanned: bytes) -> bool:
         """Checks a code scanned from the peer's screen against ours.
@@ -162,17 +158,15 @@ class ScannableFingerprint:
             FingerprintParsingError: the code is malformed or misses a half.
         """
         combined = _decode_combined(scanned)
-        theirs = int(combined.version) if combined.version is not None else 0
+        theirs = combined.version if combined.version is not None else 0
         if theirs != self.version:
             raise FingerprintVersionMismatchError(theirs, self.version)
-        their_local = combined.local_fingerprint
-        their_remote = combined.remote_fingerprint
-        if their_local is None or their_local.content is None:
+        if combined.local is None:
             raise FingerprintParsingError("missing their local fingerprint")
-        if their_remote is None or their_remote.content is None:
+        if combined.remote is None:
             raise FingerprintParsingError("missing their remote fingerprint")
-        same_local = hmac.compare_digest(their_local.content, self.remote_fingerprint)
-        same_remote = hmac.compare_digest(their_remote.content, self.local_fingerprint)
+        same_local = hmac.compare_digest(combined.local, self.remote_fingerprint)
+        same_remote = hmac.compare_digest(combined.remote, self.local_fingerprint)
         return same_local and same_remote
 
 

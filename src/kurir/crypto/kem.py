@@ -95,13 +95,15 @@ class KemPublicKey:
 
     kem_type: KemType
     key: bytes = field(repr=False)
+    _mlkem: MLKEM1024PublicKey | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.key) != PUBLIC_KEY_LENGTH:
             raise InvalidKeyError(f"KEM public key must be {PUBLIC_KEY_LENGTH} bytes")
         if self.kem_type is KemType.MLKEM1024:
             try:
-                MLKEM1024PublicKey.from_public_bytes(self.key)
+                # kept: checking the key is the same work as loading it for encapsulation
+                object.__setattr__(self, "_mlkem", MLKEM1024PublicKey.from_public_bytes(self.key))
             except ValueError as exc:
                 raise InvalidKeyError("invalid ML-KEM-1024 public key") from exc
 
@@ -135,10 +137,10 @@ class KemPublicKey:
             ``(shared_secret, ciphertext)``: 32 bytes, and the serialized ciphertext with its type
             byte, as it goes into a PreKeySignalMessage.
         """
-        if self.kem_type is KemType.KYBER1024:
+        if self._mlkem is None:  # set by __post_init__ exactly for ML-KEM-1024 keys
             shared_secret, raw = _kyber_encapsulate(self.key, rng)
         else:
-            shared_secret, raw = MLKEM1024PublicKey.from_public_bytes(self.key).encapsulate()
+            shared_secret, raw = self._mlkem.encapsulate()
         return shared_secret, bytes((self.kem_type,)) + raw
 
 
@@ -153,6 +155,7 @@ class KemSecretKey:
 
     kem_type: KemType
     key: bytes = field(repr=False)
+    _mlkem: MLKEM1024PrivateKey | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         expected = (
@@ -181,11 +184,22 @@ class KemSecretKey:
 
     def public_key(self) -> KemPublicKey:
         """Returns the matching public key."""
+        return KemPublicKey(self.kem_type, self._public_bytes())
+
+    def _public_bytes(self) -> bytes:
         if self.kem_type is KemType.KYBER1024:
             # sk = sk' || pk || H(pk) || z  (Kyber round 3, Algorithm 7)
-            return KemPublicKey(self.kem_type, self.key[1536 : 1536 + PUBLIC_KEY_LENGTH])
-        private = MLKEM1024PrivateKey.from_seed_bytes(self.key)
-        return KemPublicKey(self.kem_type, private.public_key().public_bytes_raw())
+            return self.key[1536 : 1536 + PUBLIC_KEY_LENGTH]
+        return self._expanded().public_key().public_bytes_raw()
+
+    def _expanded(self) -> MLKEM1024PrivateKey:
+        # FIPS 203 key generation from the stored seed, done once per loaded key: the key pair
+        # check, the public key and decapsulation all need it.
+        private = self._mlkem
+        if private is None:
+            private = MLKEM1024PrivateKey.from_seed_bytes(self.key)
+            object.__setattr__(self, "_mlkem", private)
+        return private
 
     def decapsulate(self, ciphertext: bytes) -> bytes:
         """Recovers the shared secret from a serialized ciphertext (type byte + raw bytes).
@@ -207,7 +221,7 @@ class KemSecretKey:
         if self.kem_type is KemType.KYBER1024:
             return bytes(_kyber().decaps(self.key, raw))
         try:
-            return MLKEM1024PrivateKey.from_seed_bytes(self.key).decapsulate(raw)
+            return self._expanded().decapsulate(raw)
         except ValueError as exc:
             raise InvalidMessageError("invalid ML-KEM-1024 ciphertext") from exc
 
@@ -227,7 +241,7 @@ class KemKeyPair:
     def __post_init__(self) -> None:
         if self.public_key.kem_type is not self.secret_key.kem_type:
             raise InvalidKeyError("KEM key pair halves are of different types")
-        if not hmac.compare_digest(self.secret_key.public_key().key, self.public_key.key):
+        if not hmac.compare_digest(self.secret_key._public_bytes(), self.public_key.key):
             raise InvalidKeyError("KEM key pair halves do not match")
 
     @classmethod

@@ -18,14 +18,11 @@ serialized public key (33 bytes for EC, 1,569 for KEM), as libsignal checks in
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Final, NewType, Self
+from typing import Any, Final, NewType, Self
 
-from pure_protobuf.annotations import Field, uint
-from pure_protobuf.message import BaseMessage
-
+from kurir.crypto import protos
 from kurir.crypto.address import DeviceId
 from kurir.crypto.curve import KeyPair, PrivateKey, PublicKey, Rng
 from kurir.crypto.errors import (
@@ -34,7 +31,6 @@ from kurir.crypto.errors import (
     InvalidStateError,
 )
 from kurir.crypto.kem import KemKeyPair, KemPublicKey, KemSecretKey, KemType
-from kurir.crypto.messages import parse_strictly, scan_protobuf
 
 PreKeyId = NewType("PreKeyId", int)
 """Id of a one-time EC prekey (libsignal: 24 bits used, uint32 on the wire)."""
@@ -68,43 +64,12 @@ def _parse_failed(what: str) -> InvalidStateError:
     return InvalidStateError(f"stored {what} does not parse")
 
 
-_UZERO: Final = uint(0)
-
-
-@dataclass
-class _IdentityKeyPairProto(BaseMessage):
-    public_key: Annotated[bytes, Field(1)] = b""
-    private_key: Annotated[bytes, Field(2)] = b""
-
-
-@dataclass
-class _PreKeyRecordProto(BaseMessage):
-    id: Annotated[uint, Field(1)] = _UZERO
-    public_key: Annotated[bytes, Field(2)] = b""
-    private_key: Annotated[bytes, Field(3)] = b""
-
-
-@dataclass
-class _SignedPreKeyRecordProto(BaseMessage):
-    id: Annotated[uint, Field(1)] = _UZERO
-    public_key: Annotated[bytes, Field(2)] = b""
-    private_key: Annotated[bytes, Field(3)] = b""
-    signature: Annotated[bytes, Field(4)] = b""
-    # timestamp (5, fixed64) is written and read by hand: pure-protobuf 3.1.5 decodes fixed64
-    # with a 4-byte struct format, which corrupts every value >= 2^32.
-
-
-def _with_timestamp(encoded: bytes, timestamp_ms: int) -> bytes:
-    return encoded + b"\x29" + struct.pack("<Q", timestamp_ms)
-
-
-def _read_timestamp(data: bytes) -> int:
-    """Finds field 5 (fixed64) of a well-formed protobuf; 0 when absent."""
-    found = 0
-    for number, wire_type, start, end in scan_protobuf(data):
-        if number == 5 and wire_type == 1:
-            (found,) = struct.unpack("<Q", data[start:end])
-    return int(found)
+def _stored_key_pair(proto: Any) -> KeyPair:
+    # Both halves are stored; taking the public one as stored (as libsignal does) saves a scalar
+    # multiplication per load. Our own store wrote both, from one key pair.
+    return KeyPair(
+        PrivateKey.deserialize(proto.private_key), PublicKey.deserialize(proto.public_key)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +96,10 @@ class IdentityKeyPair:
 
     def serialize(self) -> bytes:
         """Returns libsignal's ``IdentityKeyPairStructure``. Local encrypted storage only."""
-        return bytes(
-            _IdentityKeyPairProto(self.public_key.serialize(), self.private_key.serialize())
+        proto = protos.IdentityKeyPairStructure(
+            public_key=self.public_key.serialize(), private_key=self.private_key.serialize()
         )
+        return bytes(proto.SerializeToString())
 
     @classmethod
     def deserialize(cls, data: bytes) -> Self:
@@ -143,8 +109,7 @@ class IdentityKeyPair:
             InvalidStateError: the bytes do not parse or the halves do not match.
         """
         try:
-            parse_strictly(data)
-            proto = _IdentityKeyPairProto.loads(data)
+            proto = protos.parse(protos.IdentityKeyPairStructure, data)
             public = PublicKey.deserialize(proto.public_key)
             private = PrivateKey.deserialize(proto.private_key)
         except Exception as exc:
@@ -168,13 +133,12 @@ class PreKeyRecord:
 
     def serialize(self) -> bytes:
         """Returns libsignal's ``PreKeyRecordStructure``."""
-        return bytes(
-            _PreKeyRecordProto(
-                uint(self.id),
-                self.key_pair.public_key.serialize(),
-                self.key_pair.private_key.serialize(),
-            )
+        proto = protos.PreKeyRecordStructure(
+            id=self.id,
+            public_key=self.key_pair.public_key.serialize(),
+            private_key=self.key_pair.private_key.serialize(),
         )
+        return bytes(proto.SerializeToString())
 
     @classmethod
     def deserialize(cls, data: bytes) -> Self:
@@ -184,9 +148,8 @@ class PreKeyRecord:
             InvalidStateError: the bytes do not parse.
         """
         try:
-            parse_strictly(data)
-            proto = _PreKeyRecordProto.loads(data)
-            pair = KeyPair.from_private_key(PrivateKey.deserialize(proto.private_key))
+            proto = protos.parse(protos.PreKeyRecordStructure, data)
+            pair = _stored_key_pair(proto)
         except Exception as exc:
             raise _parse_failed("prekey") from exc
         return cls(PreKeyId(proto.id), pair)
@@ -210,13 +173,14 @@ class SignedPreKeyRecord:
 
     def serialize(self) -> bytes:
         """Returns libsignal's ``SignedPreKeyRecordStructure``."""
-        proto = _SignedPreKeyRecordProto(
-            uint(self.id),
-            self.key_pair.public_key.serialize(),
-            self.key_pair.private_key.serialize(),
-            self.signature,
+        proto = protos.SignedPreKeyRecordStructure(
+            id=self.id,
+            public_key=self.key_pair.public_key.serialize(),
+            private_key=self.key_pair.private_key.serialize(),
+            signature=self.signature,
+            timestamp=self.timestamp_ms,
         )
-        return _with_timestamp(bytes(proto), self.timestamp_ms)
+        return bytes(proto.SerializeToString())
 
     @classmethod
     def deserialize(cls, data: bytes) -> Self:
@@ -226,12 +190,11 @@ class SignedPreKeyRecord:
             InvalidStateError: the bytes do not parse.
         """
         try:
-            proto = _SignedPreKeyRecordProto.loads(data)
-            timestamp = _read_timestamp(data)
-            pair = KeyPair.from_private_key(PrivateKey.deserialize(proto.private_key))
+            proto = protos.parse(protos.SignedPreKeyRecordStructure, data)
+            pair = _stored_key_pair(proto)
         except Exception as exc:
             raise _parse_failed("signed prekey") from exc
-        return cls(SignedPreKeyId(proto.id), timestamp, pair, proto.signature)
+        return cls(SignedPreKeyId(proto.id), proto.timestamp, pair, proto.signature)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,13 +215,14 @@ class KyberPreKeyRecord:
 
     def serialize(self) -> bytes:
         """Returns libsignal's ``SignedPreKeyRecordStructure`` holding the KEM keys."""
-        proto = _SignedPreKeyRecordProto(
-            uint(self.id),
-            self.key_pair.public_key.serialize(),
-            self.key_pair.secret_key.serialize(),
-            self.signature,
+        proto = protos.SignedPreKeyRecordStructure(
+            id=self.id,
+            public_key=self.key_pair.public_key.serialize(),
+            private_key=self.key_pair.secret_key.serialize(),
+            signature=self.signature,
+            timestamp=self.timestamp_ms,
         )
-        return _with_timestamp(bytes(proto), self.timestamp_ms)
+        return bytes(proto.SerializeToString())
 
     @classmethod
     def deserialize(cls, data: bytes) -> Self:
@@ -268,15 +232,14 @@ class KyberPreKeyRecord:
             InvalidStateError: the bytes do not parse or the halves do not match.
         """
         try:
-            proto = _SignedPreKeyRecordProto.loads(data)
-            timestamp = _read_timestamp(data)
+            proto = protos.parse(protos.SignedPreKeyRecordStructure, data)
             pair = KemKeyPair(
                 KemPublicKey.deserialize(proto.public_key),
                 KemSecretKey.deserialize(proto.private_key),
             )
         except Exception as exc:
             raise _parse_failed("KEM prekey") from exc
-        return cls(KyberPreKeyId(proto.id), timestamp, pair, proto.signature)
+        return cls(KyberPreKeyId(proto.id), proto.timestamp, pair, proto.signature)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,16 +40,15 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Final, Protocol, Self
+from typing import Final, Protocol, Self
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from pure_protobuf.annotations import Field, uint
-from pure_protobuf.message import BaseMessage
 
+from kurir.crypto import protos
 from kurir.crypto.address import DeviceId, ProtocolAddress
 from kurir.crypto.curve import KeyPair, PrivateKey, PublicKey, Rng
 from kurir.crypto.errors import (
@@ -141,27 +140,6 @@ class ContentHint(enum.IntEnum):
     """Implicit content (receipts, typing): show no error at all."""
 
 
-# --- libsignal proto/sealed_sender.proto (proto2) ---------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _UsmcProto(BaseMessage):
-    # UnidentifiedSenderMessage.Message
-    type: Annotated[uint | None, Field(1)] = None
-    sender_certificate: Annotated[bytes | None, Field(2)] = None
-    content: Annotated[bytes | None, Field(3)] = None
-    content_hint: Annotated[uint | None, Field(4)] = None
-    group_id: Annotated[bytes | None, Field(5)] = None
-
-
-@dataclass(frozen=True, slots=True)
-class _EnvelopeProto(BaseMessage):
-    # UnidentifiedSenderMessage
-    ephemeral_public: Annotated[bytes | None, Field(1)] = None
-    encrypted_static: Annotated[bytes | None, Field(2)] = None
-    encrypted_message: Annotated[bytes | None, Field(3)] = None
-
-
 # --- the inner content ------------------------------------------------------------------------
 
 
@@ -207,15 +185,16 @@ class UnidentifiedSenderMessageContent:
         if not 0 <= content_hint <= _MAX_UINT32:
             raise InvalidArgumentError("content hint must fit in 32 bits")
         group = group_id or None  # libsignal writes an empty group id as absent
-        proto = _UsmcProto(
-            type=uint(_TYPE_TO_WIRE[msg_type]),
-            sender_certificate=sender.serialized,
-            content=contents,
-            content_hint=uint(content_hint) if content_hint != ContentHint.DEFAULT else None,
-            group_id=group,
+        proto = protos.UnidentifiedSenderMessageContentProto(
+            type=_TYPE_TO_WIRE[msg_type], sender_certificate=sender.serialized, content=contents
         )
+        if content_hint != ContentHint.DEFAULT:
+            proto.content_hint = content_hint
+        if group is not None:
+            proto.group_id = group
         kind = _WIRE_TO_TYPE[_TYPE_TO_WIRE[msg_type]]
-        return cls(kind, sender, contents, int(content_hint), group, bytes(proto))
+        serialized = bytes(proto.SerializeToString())
+        return cls(kind, sender, contents, int(content_hint), group, serialized)
 
     @classmethod
     def deserialize(cls, data: bytes) -> Self:
@@ -225,19 +204,20 @@ class UnidentifiedSenderMessageContent:
             InvalidSealedSenderError: malformed, an unknown type, or a missing field.
         """
         try:
-            proto = _UsmcProto.loads(data)
-        except Exception as exc:  # pure-protobuf raises several types on malformed input
+            proto = protos.parse(protos.UnidentifiedSenderMessageContentProto, data)
+        except ValueError as exc:
             raise InvalidSealedSenderError("malformed sealed sender content") from exc
-        if proto.type is None or proto.type not in _WIRE_TO_TYPE:
+        has = proto.HasField
+        if not has("type") or proto.type not in _WIRE_TO_TYPE:
             raise InvalidSealedSenderError("sealed sender content of unknown type")
-        if proto.sender_certificate is None or proto.content is None:
+        if not (has("sender_certificate") and has("content")):
             raise InvalidSealedSenderError("sealed sender content lacks certificate or content")
         return cls(
-            msg_type=_WIRE_TO_TYPE[int(proto.type)],
+            msg_type=_WIRE_TO_TYPE[proto.type],
             sender=SenderCertificate.deserialize(proto.sender_certificate),
             contents=proto.content,
-            content_hint=int(proto.content_hint or 0),
-            group_id=proto.group_id,
+            content_hint=proto.content_hint,
+            group_id=proto.group_id if has("group_id") else None,
             serialized=bytes(data),
         )
 
@@ -308,8 +288,12 @@ def sealed_sender_encrypt_v1(
         chain_key + encrypted_static, _agree(sender_identity, destination_identity)
     )
     encrypted_message = _ctr_hmac_encrypt(usmc.serialized, static_cipher_key, static_mac_key)
-    envelope = _EnvelopeProto(ephemeral.public_key.serialize(), encrypted_static, encrypted_message)
-    return bytes((SEALED_SENDER_V1_VERSION_BYTE,)) + bytes(envelope)
+    envelope = protos.UnidentifiedSenderMessageProto(
+        ephemeral_public=ephemeral.public_key.serialize(),
+        encrypted_static=encrypted_static,
+        encrypted_message=encrypted_message,
+    )
+    return bytes((SEALED_SENDER_V1_VERSION_BYTE,)) + bytes(envelope.SerializeToString())
 
 
 def sealed_sender_decrypt_to_usmc(
@@ -339,13 +323,13 @@ def sealed_sender_decrypt_to_usmc(
     if version not in (0, 1):  # libsignal accepts a 0 major version as v1
         raise InvalidSealedSenderError(f"unknown sealed sender version {version}")
     try:
-        envelope = _EnvelopeProto.loads(ciphertext[1:])
-    except Exception as exc:  # pure-protobuf raises several types on malformed input
+        envelope = protos.parse(protos.UnidentifiedSenderMessageProto, ciphertext[1:])
+    except ValueError as exc:
         raise InvalidSealedSenderError("malformed sealed sender message") from exc
-    if (
-        envelope.ephemeral_public is None
-        or envelope.encrypted_static is None
-        or envelope.encrypted_message is None
+    if not (
+        envelope.HasField("ephemeral_public")
+        and envelope.HasField("encrypted_static")
+        and envelope.HasField("encrypted_message")
     ):
         raise InvalidSealedSenderError("sealed sender message lacks a field")
     try:

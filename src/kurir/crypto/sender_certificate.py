@@ -26,11 +26,9 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Final, Self
+from typing import Final, Self
 
-from pure_protobuf.annotations import Field, fixed64, uint
-from pure_protobuf.message import BaseMessage
-
+from kurir.crypto import protos
 from kurir.crypto.address import MAX_DEVICE_ID, DeviceId, ProtocolAddress
 from kurir.crypto.curve import PrivateKey, PublicKey, Rng
 from kurir.crypto.errors import InvalidArgumentError, InvalidKeyError, InvalidSealedSenderError
@@ -55,129 +53,65 @@ def to_millis(moment: datetime) -> int:
     return (moment - _EPOCH) // _MILLISECOND
 
 
-# --- libsignal proto/sealed_sender.proto (proto2) ---------------------------------------------
+# --- libsignal proto/sealed_sender.proto (proto2), through kurir.crypto.protos ---------------
 
 
 @dataclass(frozen=True, slots=True)
-class _SignedProto(BaseMessage):
-    # ServerCertificate and SenderCertificate share this outer shape.
-    certificate: Annotated[bytes | None, Field(1)] = None
-    signature: Annotated[bytes | None, Field(2)] = None
-
-
-@dataclass(frozen=True, slots=True)
-class _ServerCertificateData(BaseMessage):
-    id: Annotated[uint | None, Field(1)] = None
-    key: Annotated[bytes | None, Field(2)] = None
-
-
-@dataclass(frozen=True, slots=True)
-class _SenderCertificateData(BaseMessage):
-    # Declared in the order prost writes them: plain fields, then the `signer` oneof (5 | 8),
-    # then the `senderUuid` oneof (6 | 7).
-    sender_e164: Annotated[str | None, Field(1)] = None
-    sender_device: Annotated[uint | None, Field(2)] = None
-    expires: Annotated[fixed64 | None, Field(3)] = None
-    identity_key: Annotated[bytes | None, Field(4)] = None
-    signer_certificate: Annotated[bytes | None, Field(5)] = None
-    signer_id: Annotated[uint | None, Field(8)] = None
-    uuid_string: Annotated[str | None, Field(6)] = None
-    uuid_bytes: Annotated[bytes | None, Field(7)] = None
-
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise InvalidSealedSenderError("malformed varint in sender certificate")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
-
-
-# Wire type of each known field of ``SenderCertificate.Certificate``: 0 varint, 1 I64, 2 LEN.
-_CERTIFICATE_WIRE_TYPES: Final = {1: 2, 2: 0, 3: 1, 4: 2, 5: 2, 6: 2, 7: 2, 8: 0}
-_ONEOF_PARTNER: Final = {5: 8, 8: 5, 6: 7, 7: 6}  # signer (5 | 8), senderUuid (6 | 7)
+class _SenderCertificateData:
+    # SenderCertificate.Certificate with absent fields as None (the last member of each oneof
+    # wins, as in prost: upb keeps the oneof that way).
+    sender_e164: str | None
+    sender_device: int | None
+    expires: int | None
+    identity_key: bytes | None
+    signer_certificate: bytes | None
+    signer_id: int | None
+    uuid_string: str | None
+    uuid_bytes: bytes | None
 
 
 def _decode_sender_certificate_data(data: bytes) -> _SenderCertificateData:
-    """Decodes ``SenderCertificate.Certificate`` by hand.
+    try:
+        proto = protos.parse(protos.SenderCertificateData, data)
+    except ValueError as exc:
+        raise InvalidSealedSenderError("malformed sender certificate") from exc
+    has = proto.HasField
 
-    pure-protobuf 3.1.5 decodes ``fixed64`` with a 4-byte struct (its encoder is right), so the
-    ``expires`` field cannot be read through it. As in prost, the last occurrence of a field (or
-    of a oneof member) wins, unknown fields are skipped, and a known field of the wrong wire type
-    is an error.
-    """
-    values: dict[int, int | bytes] = {}
-    pos = 0
-    while pos < len(data):
-        tag, pos = _read_varint(data, pos)
-        number, wire_type = tag >> 3, tag & 7
-        value: int | bytes
-        if wire_type == 0:
-            value, pos = _read_varint(data, pos)
-        elif wire_type in (1, 5):
-            size = 8 if wire_type == 1 else 4
-            if pos + size > len(data):
-                raise InvalidSealedSenderError("truncated sender certificate")
-            value = int.from_bytes(data[pos : pos + size], "little")
-            pos += size
-        elif wire_type == 2:
-            length, pos = _read_varint(data, pos)
-            if pos + length > len(data):
-                raise InvalidSealedSenderError("truncated sender certificate")
-            value = data[pos : pos + length]
-            pos += length
-        else:
-            raise InvalidSealedSenderError("unsupported wire type in sender certificate")
-        if number == 0:
-            raise InvalidSealedSenderError("field number 0 in sender certificate")
-        expected = _CERTIFICATE_WIRE_TYPES.get(number)
-        if expected is None:
-            continue
-        if wire_type != expected:
-            raise InvalidSealedSenderError(f"field {number} of sender certificate has wrong type")
-        values[number] = value
-        if number in _ONEOF_PARTNER:
-            values.pop(_ONEOF_PARTNER[number], None)
-
-    def blob(number: int) -> bytes | None:
-        raw = values.get(number)
-        return raw if isinstance(raw, bytes) else None
-
-    def text(number: int) -> str | None:
-        raw = blob(number)
+    def text(name: str) -> str | None:
+        if not has(name):
+            return None
         try:
-            return None if raw is None else raw.decode("utf-8")
+            return bytes(getattr(proto, name)).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidSealedSenderError("sender certificate text is not UTF-8") from exc
 
-    def integer(number: int) -> int | None:
-        raw = values.get(number)
-        return raw if isinstance(raw, int) else None
-
-    device, expires, signer_id = integer(2), integer(3), integer(8)
     return _SenderCertificateData(
-        sender_e164=text(1),
-        sender_device=None if device is None else uint(device),
-        expires=None if expires is None else fixed64(expires),
-        identity_key=blob(4),
-        signer_certificate=blob(5),
-        signer_id=None if signer_id is None else uint(signer_id),
-        uuid_string=text(6),
-        uuid_bytes=blob(7),
+        sender_e164=text("sender_e164"),
+        sender_device=proto.sender_device if has("sender_device") else None,
+        expires=proto.expires if has("expires") else None,
+        identity_key=proto.identity_key if has("identity_key") else None,
+        signer_certificate=proto.signer_certificate if has("signer_certificate") else None,
+        signer_id=proto.signer_id if has("signer_id") else None,
+        uuid_string=text("uuid_string"),
+        uuid_bytes=proto.uuid_bytes if has("uuid_bytes") else None,
+    )
+
+
+def _signed(certificate: bytes, signature: bytes) -> bytes:
+    # ServerCertificate and SenderCertificate share this outer shape.
+    return bytes(
+        protos.ServerCertificateProto(
+            certificate=certificate, signature=signature
+        ).SerializeToString()
     )
 
 
 def _parse_signed(data: bytes, what: str) -> tuple[bytes, bytes]:
     try:
-        outer = _SignedProto.loads(data)
-    except Exception as exc:  # pure-protobuf raises several types on malformed input
+        outer = protos.parse(protos.ServerCertificateProto, data)
+    except ValueError as exc:
         raise InvalidSealedSenderError(f"malformed {what}") from exc
-    if outer.certificate is None or outer.signature is None:
+    if not (outer.HasField("certificate") and outer.HasField("signature")):
         raise InvalidSealedSenderError(f"{what} lacks its body or signature")
     return outer.certificate, outer.signature
 
@@ -218,9 +152,11 @@ class ServerCertificate:
         """Certifies a server key with the trust root's private key (done offline, once)."""
         if not 0 <= key_id <= _MAX_UINT32:
             raise InvalidArgumentError("key id must fit in 32 bits")
-        certificate = bytes(_ServerCertificateData(uint(key_id), key.serialize()))
+        certificate = bytes(
+            protos.ServerCertificateData(id=key_id, key=key.serialize()).SerializeToString()
+        )
         signature = trust_root.calculate_signature(certificate, rng)
-        serialized = bytes(_SignedProto(certificate, signature))
+        serialized = _signed(certificate, signature)
         return cls(key_id, key, certificate, signature, serialized)
 
     @classmethod
@@ -232,13 +168,13 @@ class ServerCertificate:
         """
         certificate, signature = _parse_signed(data, "server certificate")
         try:
-            body = _ServerCertificateData.loads(certificate)
-        except Exception as exc:  # pure-protobuf raises several types on malformed input
+            body = protos.parse(protos.ServerCertificateData, certificate)
+        except ValueError as exc:
             raise InvalidSealedSenderError("malformed server certificate body") from exc
-        if body.id is None or body.id > _MAX_UINT32:
+        if not body.HasField("id"):
             raise InvalidSealedSenderError("server certificate lacks its id")
-        key = _public_key(body.key, "server certificate")
-        return cls(int(body.id), key, certificate, signature, bytes(data))
+        key = _public_key(body.key if body.HasField("key") else None, "server certificate")
+        return cls(body.id, key, certificate, signature, bytes(data))
 
     def validate(
         self,
@@ -311,18 +247,18 @@ class SenderCertificate:
         expiration_ms = to_millis(expiration)
         if not 0 <= expiration_ms <= _MAX_UINT64:
             raise InvalidArgumentError("expiration must be after 1970 and fit in 64 bits")
-        certificate = bytes(
-            _SenderCertificateData(
-                sender_e164=sender_e164,
-                sender_device=uint(sender_device_id),
-                expires=fixed64(expiration_ms),
-                identity_key=key.serialize(),
-                signer_certificate=signer.serialized,
-                uuid_string=sender_uuid,
-            )
+        body = protos.SenderCertificateData(
+            sender_device=sender_device_id,
+            expires=expiration_ms,
+            identity_key=key.serialize(),
+            signer_certificate=signer.serialized,
+            uuid_string=sender_uuid.encode("utf-8"),
         )
+        if sender_e164 is not None:
+            body.sender_e164 = sender_e164.encode("utf-8")
+        certificate = bytes(body.SerializeToString())
         signature = signer_key.calculate_signature(certificate, rng)
-        serialized = bytes(_SignedProto(certificate, signature))
+        serialized = _signed(certificate, signature)
         return cls(
             sender_uuid,
             sender_e164,

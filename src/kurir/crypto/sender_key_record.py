@@ -24,16 +24,14 @@ be imported with `SenderKeyRecord.from_libsignal` and exported with `to_libsigna
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Final, Self
+from typing import Any, Final, Self
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from pure_protobuf.annotations import Field, uint
-from pure_protobuf.message import BaseMessage
 
+from kurir.crypto import protos
 from kurir.crypto.curve import PrivateKey, PublicKey
 from kurir.crypto.errors import InvalidKeyError, InvalidStateError
 
@@ -58,56 +56,11 @@ _MAX_ITERATION: Final = 2**32 - 1
 _HKDF_INFO: Final = b"WhisperGroup"
 
 
-# --- libsignal proto/storage.proto (proto3) ---------------------------------------------------
-# proto3 leaves out fields at their default (0, empty); None here plays that part, so that the
-# bytes match libsignal's exactly.
-
-
-def _u(value: int) -> uint | None:
-    return uint(value) if value else None
-
-
-def _b(value: bytes) -> bytes | None:
-    return value if value else None
-
-
-@dataclass(frozen=True, slots=True)
-class _ChainKeyProto(BaseMessage):
-    iteration: Annotated[uint | None, Field(1)] = None
-    seed: Annotated[bytes | None, Field(2)] = None
-
-
-@dataclass(frozen=True, slots=True)
-class _MessageKeyProto(BaseMessage):
-    iteration: Annotated[uint | None, Field(1)] = None
-    seed: Annotated[bytes | None, Field(2)] = None
-
-
-@dataclass(frozen=True, slots=True)
-class _SigningKeyProto(BaseMessage):
-    public: Annotated[bytes | None, Field(1)] = None
-    private: Annotated[bytes | None, Field(2)] = None
-
-
-@dataclass(frozen=True, slots=True)
-class _StateProto(BaseMessage):
-    chain_id: Annotated[uint | None, Field(1)] = None
-    sender_chain_key: Annotated[_ChainKeyProto | None, Field(2)] = None
-    sender_signing_key: Annotated[_SigningKeyProto | None, Field(3)] = None
-    sender_message_keys: Annotated[list[_MessageKeyProto], Field(4)] = field(default_factory=list)
-    message_version: Annotated[uint | None, Field(5)] = None
-
-
-@dataclass(frozen=True, slots=True)
-class _RecordProto(BaseMessage):
-    sender_key_states: Annotated[list[_StateProto], Field(1)] = field(default_factory=list)
-
-
 # --- keys -------------------------------------------------------------------------------------
 
 
 def _hmac_sha256(key: bytes, data: bytes) -> bytes:
-    return hmac.new(key, data, hashlib.sha256).digest()
+    return hmac.digest(key, data, "sha256")  # one-shot OpenSSL HMAC
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,38 +158,41 @@ class SenderKeyState:
         kept = (self.message_keys + tuple(skipped))[-MAX_MESSAGE_KEYS:]
         return replace(self, chain_key=chain.next(), message_keys=kept), key
 
-    def _to_proto(self) -> _StateProto:
-        private = None if self.signing_private_key is None else self.signing_private_key.serialize()
-        return _StateProto(
-            chain_id=_u(self.chain_id),
-            sender_chain_key=_ChainKeyProto(_u(self.chain_key.iteration), _b(self.chain_key.seed)),
-            sender_signing_key=_SigningKeyProto(self.signing_key.serialize(), private),
-            sender_message_keys=[
-                _MessageKeyProto(_u(key.iteration), _b(key.seed)) for key in self.message_keys
-            ],
-            message_version=_u(self.message_version),
-        )
+    def _write(self, proto: Any) -> None:
+        # Fills an empty ``SenderKeyStateStructure`` (proto3: zero values are left out, so the
+        # bytes match libsignal's).
+        proto.chain_id = self.chain_id
+        proto.sender_chain_key.iteration = self.chain_key.iteration
+        proto.sender_chain_key.seed = self.chain_key.seed
+        proto.sender_signing_key.public = self.signing_key.serialize()
+        if self.signing_private_key is not None:
+            proto.sender_signing_key.private = self.signing_private_key.serialize()
+        if self.message_keys:
+            message_key = protos.SenderKeyStateStructure.SenderMessageKey
+            proto.sender_message_keys.extend(
+                [message_key(iteration=key.iteration, seed=key.seed) for key in self.message_keys]
+            )
+        proto.message_version = self.message_version
 
     @classmethod
-    def _from_proto(cls, proto: _StateProto) -> Self:
+    def _from_proto(cls, proto: Any) -> Self:
+        if not (proto.HasField("sender_chain_key") and proto.HasField("sender_signing_key")):
+            raise InvalidStateError("sender key state lacks its chain or signing key")
         chain = proto.sender_chain_key
         signing = proto.sender_signing_key
-        if chain is None or signing is None:
-            raise InvalidStateError("sender key state lacks its chain or signing key")
         try:
-            public = PublicKey.deserialize(signing.public or b"")
+            public = PublicKey.deserialize(signing.public)
             private = PrivateKey.deserialize(signing.private) if signing.private else None
         except InvalidKeyError as exc:
             raise InvalidStateError("sender key state has an invalid signing key") from exc
         return cls(
-            message_version=int(proto.message_version or SENDER_KEY_VERSION),  # 0 means 3
-            chain_id=int(proto.chain_id or 0),
-            chain_key=SenderChainKey(int(chain.iteration or 0), chain.seed or b""),
+            message_version=proto.message_version or SENDER_KEY_VERSION,  # 0 means 3
+            chain_id=proto.chain_id,
+            chain_key=SenderChainKey(chain.iteration, chain.seed),
             signing_key=public,
             signing_private_key=private,
             message_keys=tuple(
-                SenderMessageKey(int(key.iteration or 0), key.seed or b"")
-                for key in proto.sender_message_keys
+                SenderMessageKey(key.iteration, key.seed) for key in proto.sender_message_keys
             ),
         )
 
@@ -289,7 +245,10 @@ class SenderKeyRecord:
 
     def to_libsignal(self) -> bytes:
         """Returns libsignal's ``SenderKeyRecordStructure`` bytes (no kurir version byte)."""
-        return bytes(_RecordProto([state._to_proto() for state in self.states]))
+        proto = protos.SenderKeyRecordStructure()
+        for state in self.states:
+            state._write(proto.sender_key_states.add())
+        return bytes(proto.SerializeToString())
 
     @classmethod
     def from_libsignal(cls, data: bytes) -> Self:
@@ -299,8 +258,8 @@ class SenderKeyRecord:
             InvalidStateError: malformed record.
         """
         try:
-            proto = _RecordProto.loads(data)
-        except Exception as exc:  # pure-protobuf raises several types on malformed input
+            proto = protos.parse(protos.SenderKeyRecordStructure, data)
+        except ValueError as exc:
             raise InvalidStateError("malformed sender key record") from exc
         return cls(tuple(SenderKeyState._from_proto(state) for state in proto.sender_key_states))
 

@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
-from typing import Annotated, Final, Protocol, Self
+from typing import Final, Protocol, Self
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from pure_protobuf.annotations import Field, uint
-from pure_protobuf.message import BaseMessage
 
+from kurir.crypto import protos
 from kurir.crypto.address import ProtocolAddress
 from kurir.crypto.curve import KEY_LENGTH, SIGNATURE_LENGTH, KeyPair, PublicKey, Rng
 from kurir.crypto.errors import (
@@ -60,23 +59,6 @@ _MAX_UINT32: Final = 2**32 - 1
 
 
 # --- libsignal proto/wire.proto (proto2) ------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _SenderKeyMessageProto(BaseMessage):
-    distribution_uuid: Annotated[bytes | None, Field(1)] = None
-    chain_id: Annotated[uint | None, Field(2)] = None
-    iteration: Annotated[uint | None, Field(3)] = None
-    ciphertext: Annotated[bytes | None, Field(4)] = None
-
-
-@dataclass(frozen=True, slots=True)
-class _DistributionProto(BaseMessage):
-    distribution_uuid: Annotated[bytes | None, Field(1)] = None
-    chain_id: Annotated[uint | None, Field(2)] = None
-    iteration: Annotated[uint | None, Field(3)] = None
-    chain_key: Annotated[bytes | None, Field(4)] = None
-    signing_key: Annotated[bytes | None, Field(5)] = None
 
 
 def _check_version(data: bytes) -> int:
@@ -135,11 +117,12 @@ class SenderKeyMessage:
         rng: Rng,
     ) -> Self:
         """Builds and signs a message (XEdDSA over version byte and protobuf)."""
-        body = bytes(
-            _SenderKeyMessageProto(
-                distribution_id.bytes, uint(chain_id), uint(iteration), ciphertext
-            )
-        )
+        body = protos.SenderKeyMessageProto(
+            distribution_uuid=distribution_id.bytes,
+            chain_id=_uint32(chain_id, "chain id"),
+            iteration=_uint32(iteration, "iteration"),
+            ciphertext=ciphertext,
+        ).SerializeToString()
         signed = bytes((_VERSION_BYTE,)) + body
         signature = signing_key.calculate_signature(signed, rng)
         return cls(
@@ -158,16 +141,19 @@ class SenderKeyMessage:
             raise InvalidMessageError("sender key message too short")
         version = _check_version(data)
         try:
-            proto = _SenderKeyMessageProto.loads(data[1:-SIGNATURE_LENGTH])
-        except Exception as exc:  # pure-protobuf raises several types on malformed input
+            proto = protos.parse(protos.SenderKeyMessageProto, data[1:-SIGNATURE_LENGTH])
+        except ValueError as exc:
             raise InvalidMessageError("malformed sender key message") from exc
-        if proto.ciphertext is None:
+        has = proto.HasField
+        if not has("ciphertext"):
             raise InvalidMessageError("sender key message without ciphertext")
         return cls(
             message_version=version,
-            distribution_id=_uuid_from(proto.distribution_uuid),
-            chain_id=_uint32(proto.chain_id, "chain id"),
-            iteration=_uint32(proto.iteration, "iteration"),
+            distribution_id=_uuid_from(
+                proto.distribution_uuid if has("distribution_uuid") else None
+            ),
+            chain_id=_uint32(proto.chain_id if has("chain_id") else None, "chain id"),
+            iteration=_uint32(proto.iteration if has("iteration") else None, "iteration"),
             ciphertext=proto.ciphertext,
             serialized=bytes(data),
         )
@@ -212,15 +198,13 @@ class SenderKeyDistributionMessage:
         signing_key: PublicKey,
     ) -> Self:
         """Builds a distribution message."""
-        body = bytes(
-            _DistributionProto(
-                distribution_id.bytes,
-                uint(chain_id),
-                uint(iteration),
-                chain_key,
-                signing_key.serialize(),
-            )
-        )
+        body = protos.SenderKeyDistributionMessageProto(
+            distribution_uuid=distribution_id.bytes,
+            chain_id=_uint32(chain_id, "chain id"),
+            iteration=_uint32(iteration, "iteration"),
+            chain_key=chain_key,
+            signing_key=signing_key.serialize(),
+        ).SerializeToString()
         return cls(
             SENDER_KEY_VERSION,
             distribution_id,
@@ -244,18 +228,21 @@ class SenderKeyDistributionMessage:
             raise InvalidMessageError("sender key distribution message too short")
         version = _check_version(data)
         try:
-            proto = _DistributionProto.loads(data[1:])
-        except Exception as exc:  # pure-protobuf raises several types on malformed input
+            proto = protos.parse(protos.SenderKeyDistributionMessageProto, data[1:])
+        except ValueError as exc:
             raise InvalidMessageError("malformed sender key distribution message") from exc
-        if proto.chain_key is None or len(proto.chain_key) != KEY_LENGTH:
+        has = proto.HasField
+        if not has("chain_key") or len(proto.chain_key) != KEY_LENGTH:
             raise InvalidMessageError("chain key must be 32 bytes")
-        if proto.signing_key is None or len(proto.signing_key) != 1 + KEY_LENGTH:
+        if not has("signing_key") or len(proto.signing_key) != 1 + KEY_LENGTH:
             raise InvalidMessageError("signing key must be 33 bytes")
         return cls(
             message_version=version,
-            distribution_id=_uuid_from(proto.distribution_uuid),
-            chain_id=_uint32(proto.chain_id, "chain id"),
-            iteration=_uint32(proto.iteration, "iteration"),
+            distribution_id=_uuid_from(
+                proto.distribution_uuid if has("distribution_uuid") else None
+            ),
+            chain_id=_uint32(proto.chain_id if has("chain_id") else None, "chain id"),
+            iteration=_uint32(proto.iteration if has("iteration") else None, "iteration"),
             chain_key=proto.chain_key,
             signing_key=PublicKey.deserialize(proto.signing_key),
             serialized=bytes(data),

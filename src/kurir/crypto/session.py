@@ -23,8 +23,12 @@ Serialized form: libsignal's ``proto/storage.proto`` ``RecordStructure`` / ``Ses
 field for field (skipped message keys stored as seeds; an empty ``pq_ratchet_state`` means "no
 SPQR"). We chose libsignal's layout over one of our own because it is already a versioned
 contract (``session_version`` inside, protobuf field numbers never reused), and because
-libsignal itself can then load a kurir record, which the interop tests use to check our state
-field by field. Unknown or corrupt records raise `InvalidStateError`.
+libsignal itself can then load a kurir record: the interop tests check our state field by field
+through libsignal, have libsignal continue a session from a kurir record, and check that kurir
+writes libsignal's own records back byte for byte. The codec is Google ``protobuf`` (upb, see
+`kurir.crypto.protos`); proto3 zero values are left out, as prost leaves them out (records
+written by earlier kurir versions, which wrote some zero values, load unchanged). Unknown or
+corrupt records raise `InvalidStateError`.
 """
 
 from __future__ import annotations
@@ -33,11 +37,9 @@ import hmac
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Annotated, Final, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
-from pure_protobuf.annotations import Field, uint
-from pure_protobuf.message import BaseMessage
-
+from kurir.crypto import protos
 from kurir.crypto.curve import KeyPair, PrivateKey, PublicKey
 from kurir.crypto.errors import (
     DuplicateMessageError,
@@ -45,7 +47,6 @@ from kurir.crypto.errors import (
     InvalidStateError,
     SignalProtocolError,
 )
-from kurir.crypto.messages import parse_strictly
 
 MAX_MESSAGE_KEYS: Final = 2000
 """Skipped message keys kept per receiving chain (libsignal ``consts.rs``)."""
@@ -60,72 +61,6 @@ MAX_UNACKNOWLEDGED_SESSION_AGE: Final = timedelta(days=30)
 """A session whose PreKeySignalMessage has had no answer for this long is not used to send."""
 
 _T = TypeVar("_T")
-
-
-# --- storage.proto ----------------------------------------------------------------------------
-
-
-_UZERO: Final = uint(0)
-
-
-@dataclass
-class _ChainKeyProto(BaseMessage):
-    index: Annotated[uint, Field(1)] = _UZERO
-    key: Annotated[bytes, Field(2)] = b""
-
-
-@dataclass
-class _MessageKeyProto(BaseMessage):
-    index: Annotated[uint, Field(1)] = _UZERO
-    cipher_key: Annotated[bytes, Field(2)] = b""
-    mac_key: Annotated[bytes, Field(3)] = b""
-    iv: Annotated[bytes, Field(4)] = b""
-    seed: Annotated[bytes, Field(5)] = b""
-
-
-@dataclass
-class _ChainProto(BaseMessage):
-    sender_ratchet_key: Annotated[bytes, Field(1)] = b""
-    sender_ratchet_key_private: Annotated[bytes, Field(2)] = b""
-    chain_key: Annotated[_ChainKeyProto | None, Field(3)] = None
-    message_keys: Annotated[list[_MessageKeyProto], Field(4)] = field(default_factory=list)
-
-
-@dataclass
-class _PendingPreKeyProto(BaseMessage):
-    pre_key_id: Annotated[uint | None, Field(1)] = None
-    base_key: Annotated[bytes, Field(2)] = b""
-    signed_pre_key_id: Annotated[int, Field(3)] = 0
-    timestamp: Annotated[uint, Field(4)] = _UZERO
-
-
-@dataclass
-class _PendingKyberPreKeyProto(BaseMessage):
-    pre_key_id: Annotated[uint, Field(1)] = _UZERO
-    ciphertext: Annotated[bytes, Field(2)] = b""
-
-
-@dataclass
-class _SessionStructureProto(BaseMessage):
-    session_version: Annotated[uint, Field(1)] = _UZERO
-    local_identity_public: Annotated[bytes, Field(2)] = b""
-    remote_identity_public: Annotated[bytes, Field(3)] = b""
-    root_key: Annotated[bytes, Field(4)] = b""
-    previous_counter: Annotated[uint, Field(5)] = _UZERO
-    sender_chain: Annotated[_ChainProto | None, Field(6)] = None
-    receiver_chains: Annotated[list[_ChainProto], Field(7)] = field(default_factory=list)
-    pending_pre_key: Annotated[_PendingPreKeyProto | None, Field(9)] = None
-    remote_registration_id: Annotated[uint, Field(10)] = _UZERO
-    local_registration_id: Annotated[uint, Field(11)] = _UZERO
-    alice_base_key: Annotated[bytes, Field(13)] = b""
-    pending_kyber_pre_key: Annotated[_PendingKyberPreKeyProto | None, Field(14)] = None
-    pq_ratchet_state: Annotated[bytes, Field(15)] = b""
-
-
-@dataclass
-class _RecordStructureProto(BaseMessage):
-    current_session: Annotated[_SessionStructureProto | None, Field(1)] = None
-    previous_sessions: Annotated[list[bytes], Field(2)] = field(default_factory=list)
 
 
 # --- state ------------------------------------------------------------------------------------
@@ -287,66 +222,68 @@ class SessionState:
 
     # --- serialization ------------------------------------------------------------------------
 
-    def _to_proto(self) -> _SessionStructureProto:
+    def _write(self, proto: Any) -> None:
+        # Fills an empty ``SessionStructure`` in place (the record's own field, no copy). proto3:
+        # zero values are left out, as prost leaves them out.
         sender = self.sender_chain
-        pending = self.pending_pre_key
-        return _SessionStructureProto(
-            session_version=uint(self.session_version),
-            local_identity_public=self.local_identity.serialize(),
-            remote_identity_public=self.remote_identity.serialize(),
-            root_key=self.root_key,
-            previous_counter=uint(self.previous_counter),
-            sender_chain=_ChainProto(
-                sender.ratchet_key.public_key.serialize(),
-                sender.ratchet_key.private_key.serialize(),
-                _ChainKeyProto(uint(sender.chain_key.index), sender.chain_key.key),
-            ),
-            receiver_chains=[
-                _ChainProto(
-                    chain.ratchet_key.serialize(),
-                    b"",
-                    _ChainKeyProto(uint(chain.chain_key.index), chain.chain_key.key),
-                    [_MessageKeyProto(uint(i), seed=seed) for i, seed in chain.message_keys],
+        proto.session_version = self.session_version
+        proto.local_identity_public = self.local_identity.serialize()
+        proto.remote_identity_public = self.remote_identity.serialize()
+        proto.root_key = self.root_key
+        proto.previous_counter = self.previous_counter
+        proto.remote_registration_id = self.remote_registration_id
+        proto.local_registration_id = self.local_registration_id
+        proto.alice_base_key = self.alice_base_key
+        proto.pq_ratchet_state = self.pq_ratchet_state
+        chain = proto.sender_chain
+        chain.sender_ratchet_key = sender.ratchet_key.public_key.serialize()
+        chain.sender_ratchet_key_private = sender.ratchet_key.private_key.serialize()
+        chain.chain_key.index = sender.chain_key.index
+        chain.chain_key.key = sender.chain_key.key
+        receivers = proto.receiver_chains
+        message_key = protos.MessageKey
+        for receiver in self.receiver_chains:
+            chain = receivers.add()
+            chain.sender_ratchet_key = receiver.ratchet_key.serialize()
+            chain.chain_key.index = receiver.chain_key.index
+            chain.chain_key.key = receiver.chain_key.key
+            if receiver.message_keys:
+                chain.message_keys.extend(
+                    [message_key(index=i, seed=seed) for i, seed in receiver.message_keys]
                 )
-                for chain in self.receiver_chains
-            ],
-            pending_pre_key=None
-            if pending is None
-            else _PendingPreKeyProto(
-                None if pending.pre_key_id is None else uint(pending.pre_key_id),
-                pending.base_key.serialize(),
-                # int32 on the wire, as libsignal writes the u32 id
+        pending = self.pending_pre_key
+        if pending is not None:
+            pre_key = proto.pending_pre_key
+            if pending.pre_key_id is not None:
+                pre_key.pre_key_id = pending.pre_key_id
+            pre_key.base_key = pending.base_key.serialize()
+            # int32 on the wire, as libsignal writes the u32 id
+            pre_key.signed_pre_key_id = (
                 pending.signed_pre_key_id - (1 << 32)
                 if pending.signed_pre_key_id >= 1 << 31
-                else pending.signed_pre_key_id,
-                uint(pending.timestamp_s),
-            ),
-            remote_registration_id=uint(self.remote_registration_id),
-            local_registration_id=uint(self.local_registration_id),
-            alice_base_key=self.alice_base_key,
-            pending_kyber_pre_key=None
-            if pending is None
-            else _PendingKyberPreKeyProto(uint(pending.kyber_pre_key_id), pending.kyber_ciphertext),
-            pq_ratchet_state=self.pq_ratchet_state,
-        )
+                else pending.signed_pre_key_id
+            )
+            pre_key.timestamp = pending.timestamp_s
+            kyber = proto.pending_kyber_pre_key
+            kyber.pre_key_id = pending.kyber_pre_key_id
+            kyber.ciphertext = pending.kyber_ciphertext
 
     @classmethod
-    def _from_proto(cls, proto: _SessionStructureProto) -> Self:
+    def _from_proto(cls, proto: Any) -> Self:
         if proto.session_version != 4:
             raise InvalidStateError(f"session version {proto.session_version} is not supported")
-        sender = proto.sender_chain
-        if sender is None or sender.chain_key is None:
+        if not proto.HasField("sender_chain") or not proto.sender_chain.HasField("chain_key"):
             raise InvalidStateError("stored session has no sending chain")
+        sender = proto.sender_chain
         receivers = []
         for chain in proto.receiver_chains:
-            if chain.chain_key is None:
+            if not chain.HasField("chain_key"):
                 raise InvalidStateError("stored receiving chain has no chain key")
-            keys = []
-            for key in chain.message_keys:
-                if len(key.seed) != 32:
+            keys = [(key.index, key.seed) for key in chain.message_keys]
+            for _, seed in keys:
+                if len(seed) != 32:
                     # libsignal's pre-2023 expanded keys: never written for a v4 session
                     raise InvalidStateError("stored message key has no seed")
-                keys.append((int(key.index), key.seed))
             receivers.append(
                 ReceiverChain(
                     PublicKey.deserialize(chain.sender_ratchet_key),
@@ -355,41 +292,48 @@ class SessionState:
                 )
             )
         pending = None
-        if proto.pending_pre_key is not None:
-            kyber = proto.pending_kyber_pre_key
-            if kyber is None:
+        if proto.HasField("pending_pre_key"):
+            if not proto.HasField("pending_kyber_pre_key"):
                 raise InvalidStateError("stored pending prekey has no KEM part")
+            pre_key = proto.pending_pre_key
+            kyber = proto.pending_kyber_pre_key
             pending = PendingPreKey(
-                proto.pending_pre_key.pre_key_id,
-                proto.pending_pre_key.signed_pre_key_id & 0xFFFF_FFFF,
-                PublicKey.deserialize(proto.pending_pre_key.base_key),
-                int(proto.pending_pre_key.timestamp),
-                int(kyber.pre_key_id),
+                pre_key.pre_key_id if pre_key.HasField("pre_key_id") else None,
+                pre_key.signed_pre_key_id & 0xFFFF_FFFF,
+                PublicKey.deserialize(pre_key.base_key),
+                pre_key.timestamp,
+                kyber.pre_key_id,
                 kyber.ciphertext,
             )
-        if len(proto.root_key) != 32:
+        root_key = proto.root_key
+        if len(root_key) != 32:
             raise InvalidStateError("stored root key must be 32 bytes")
+        # The stored public half is taken as it is (libsignal does the same): deriving it from
+        # the private half would cost a scalar multiplication on every load.
+        ratchet_key = KeyPair(
+            PrivateKey.deserialize(sender.sender_ratchet_key_private),
+            PublicKey.deserialize(sender.sender_ratchet_key),
+        )
         return cls(
             4,
             PublicKey.deserialize(proto.local_identity_public),
             PublicKey.deserialize(proto.remote_identity_public),
-            proto.root_key,
-            int(proto.previous_counter),
-            SenderChain(
-                KeyPair.from_private_key(PrivateKey.deserialize(sender.sender_ratchet_key_private)),
-                _chain_key(sender.chain_key),
-            ),
+            root_key,
+            proto.previous_counter,
+            SenderChain(ratchet_key, _chain_key(sender.chain_key)),
             receivers,
             pending,
-            int(proto.remote_registration_id),
-            int(proto.local_registration_id),
+            proto.remote_registration_id,
+            proto.local_registration_id,
             proto.alice_base_key,
             proto.pq_ratchet_state,
         )
 
     def serialize(self) -> bytes:
         """Returns libsignal's ``SessionStructure`` for this state."""
-        return bytes(self._to_proto())
+        proto = protos.SessionStructure()
+        self._write(proto)
+        return bytes(proto.SerializeToString())
 
     @classmethod
     def deserialize(cls, data: bytes) -> Self:
@@ -399,10 +343,13 @@ class SessionState:
             InvalidStateError: the bytes do not parse or describe an unusable state.
         """
         try:
-            parse_strictly(data)
-            proto = _SessionStructureProto.loads(data)
-        except Exception as exc:
+            proto = protos.parse(protos.SessionStructure, data)
+        except ValueError as exc:
             raise InvalidStateError("stored session does not parse") from exc
+        return cls._from_proto_checked(proto)
+
+    @classmethod
+    def _from_proto_checked(cls, proto: Any) -> Self:
         try:
             return cls._from_proto(proto)
         except InvalidStateError:
@@ -411,10 +358,11 @@ class SessionState:
             raise InvalidStateError("stored session is inconsistent") from exc
 
 
-def _chain_key(proto: _ChainKeyProto) -> ChainKey:
-    if len(proto.key) != 32:
+def _chain_key(proto: Any) -> ChainKey:
+    key = proto.key
+    if len(key) != 32:
         raise InvalidStateError("stored chain key must be 32 bytes")
-    return ChainKey(proto.key, int(proto.index))
+    return ChainKey(key, proto.index)
 
 
 # --- record -----------------------------------------------------------------------------------
@@ -487,10 +435,16 @@ class SessionRecord:
             and hmac.compare_digest(current.alice_base_key, alice_base_key)
         ):
             return True
-        for index, state in enumerate(self.previous_states()):
-            if state.session_version == version and hmac.compare_digest(
-                state.alice_base_key, alice_base_key
+        for index, data in enumerate(self.archived):
+            # Only the two fields compared are read; the state is built only when it matches.
+            try:
+                proto = protos.parse(protos.SessionStructure, data)
+            except ValueError:
+                continue  # a corrupt archived state cannot match (trial decryption skips it too)
+            if proto.session_version == version and hmac.compare_digest(
+                proto.alice_base_key, alice_base_key
             ):
+                state = SessionState._from_proto_checked(proto)
                 del self.archived[index]
                 self.promote_state(state)
                 return True
@@ -539,11 +493,10 @@ class SessionRecord:
 
     def serialize(self) -> bytes:
         """Returns libsignal's ``RecordStructure``, for the session store."""
-        return bytes(
-            _RecordStructureProto(
-                None if self.current is None else self.current._to_proto(), list(self.archived)
-            )
-        )
+        proto = protos.RecordStructure(previous_sessions=self.archived)
+        if self.current is not None:
+            self.current._write(proto.current_session)
+        return bytes(proto.SerializeToString())
 
     @classmethod
     def deserialize(cls, data: bytes) -> Self:
@@ -555,18 +508,12 @@ class SessionRecord:
             InvalidStateError: the bytes do not parse or the current state is unusable.
         """
         try:
-            parse_strictly(data)
-            proto = _RecordStructureProto.loads(data)
-        except Exception as exc:
+            proto = protos.parse(protos.RecordStructure, data)
+        except ValueError as exc:
             raise InvalidStateError("stored session record does not parse") from exc
-        try:
-            current = (
-                None
-                if proto.current_session is None
-                else SessionState._from_proto(proto.current_session)
-            )
-        except InvalidStateError:
-            raise
-        except Exception as exc:
-            raise InvalidStateError("stored session is inconsistent") from exc
-        return cls(current, proto.previous_sessions[:ARCHIVED_STATES_MAX_LENGTH])
+        current = (
+            SessionState._from_proto_checked(proto.current_session)
+            if proto.HasField("current_session")
+            else None
+        )
+        return cls(current, list(proto.previous_sessions[:ARCHIVED_STATES_MAX_LENGTH]))

@@ -259,6 +259,34 @@ class MemSessionStore extends SessionStore {
   }
 }
 
+/**
+ * A session store that keeps libsignal's native SessionRecord objects, never serializing them.
+ * libsignal hands saveSession a record object of its own after every change, so keeping the
+ * objects is safe. Used for benchmarks (create_participant with native_records), where it takes
+ * the store's encoding out of libsignal's figures.
+ */
+class NativeSessionStore extends SessionStore {
+  constructor() {
+    super();
+    this.records = new Map();
+  }
+  async saveSession(address, record) {
+    this.records.set(addressKey(address), record);
+  }
+  async getSession(address) {
+    return this.records.get(addressKey(address)) ?? null;
+  }
+  async getExistingSessions(addresses) {
+    return addresses.map((address) => {
+      const record = this.records.get(addressKey(address));
+      if (record === undefined) {
+        throw new HarnessError('NoSession', `no session for ${addressKey(address)}`);
+      }
+      return record;
+    });
+  }
+}
+
 class MemIdentityStore extends IdentityKeyStore {
   constructor(identityPrivate, registrationId) {
     super();
@@ -549,7 +577,7 @@ const OPS = {
       deviceId: intArg(args, 'device_id', 1),
       registrationId,
       identity,
-      sessions: new MemSessionStore(),
+      sessions: args.native_records ? new NativeSessionStore() : new MemSessionStore(),
       identities: new MemIdentityStore(identity, registrationId),
       prekeys: new MemPreKeyStore(),
       signedPrekeys: new MemSignedPreKeyStore(),
@@ -764,6 +792,15 @@ const OPS = {
     const p = participant(args);
     const record = await p.sessions.getSession(peerAddress(args));
     return { record: record === null ? null : b64(record.serialize()) };
+  },
+
+  async set_session_record(args) {
+    // Replaces the participant's record for the peer with serialized bytes (e.g. written by
+    // kurir); libsignal's own deserializer checks them, and the session continues from them.
+    const p = participant(args);
+    const record = SessionRecord.deserialize(bytesArg(args, 'record'));
+    await p.sessions.saveSession(peerAddress(args), record);
+    return { has_current_state: record.hasCurrentState() };
   },
 
   async archive_session(args) {
