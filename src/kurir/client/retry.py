@@ -34,12 +34,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Final
+from typing import Final
 from uuid import UUID
 
 import msgspec
-from pure_protobuf.annotations import Field, uint
-from pure_protobuf.message import BaseMessage
 
 from kurir.client import cipher
 from kurir.client.content import decode_content, encode_content
@@ -49,6 +47,7 @@ from kurir.client.events import MessageId
 from kurir.client.keystore import SqliteProtocolStore
 from kurir.client.outgoing import Outgoing
 from kurir.client.store import ClientStore
+from kurir.crypto import protos
 from kurir.crypto.curve import Rng
 from kurir.crypto.errors import SignalProtocolError
 from kurir.crypto.messages import (
@@ -72,18 +71,6 @@ _log = logging.getLogger(__name__)
 
 PLAINTEXT_CONTEXT_IDENTIFIER_BYTE: Final = 0xC0
 PADDING_BOUNDARY_BYTE: Final = 0x80
-
-
-@dataclass
-class _DecryptionErrorMessageProto(BaseMessage):
-    ratchet_key: Annotated[bytes | None, Field(1)] = None
-    timestamp: Annotated[uint | None, Field(2)] = None
-    device_id: Annotated[uint | None, Field(3)] = None
-
-
-@dataclass
-class _ContentProto(BaseMessage):
-    decryption_error_message: Annotated[bytes | None, Field(8)] = None
 
 
 _MESSAGE_TYPES: Final[dict[int, CiphertextMessageType]] = {
@@ -128,15 +115,15 @@ def retry_request_for(
 
 def encode_retry_request(request: RetryRequest) -> bytes:
     """Serializes a retry request as libsignal's ``PlaintextContent`` (a type-8 body)."""
-    inner = _DecryptionErrorMessageProto(
-        ratchet_key=request.ratchet_key,
-        timestamp=uint(request.timestamp),
-        device_id=uint(request.device),
+    inner = protos.DecryptionErrorMessageProto(
+        timestamp=request.timestamp, device_id=request.device
     )
-    content = _ContentProto(decryption_error_message=bytes(inner))
+    if request.ratchet_key is not None:
+        inner.ratchet_key = request.ratchet_key
+    content = protos.ContentProto(decryption_error_message=inner.SerializeToString())
     return (
         bytes((PLAINTEXT_CONTEXT_IDENTIFIER_BYTE,))
-        + bytes(content)
+        + bytes(content.SerializeToString())
         + bytes((PADDING_BOUNDARY_BYTE,))
     )
 
@@ -149,17 +136,17 @@ def decode_retry_request(body: bytes) -> RetryRequest | None:
     if not unpadded or unpadded[-1] != PADDING_BOUNDARY_BYTE:
         return None
     try:
-        content = _ContentProto.loads(unpadded[:-1])
-        if content.decryption_error_message is None:
+        content = protos.parse(protos.ContentProto, unpadded[:-1])
+        if not content.HasField("decryption_error_message"):
             return None
-        inner = _DecryptionErrorMessageProto.loads(content.decryption_error_message)
-    except Exception:  # pure-protobuf raises several types on garbage
+        inner = protos.parse(protos.DecryptionErrorMessageProto, content.decryption_error_message)
+    except ValueError:
         return None
-    if inner.timestamp is None or inner.device_id is None:
+    if not inner.HasField("timestamp") or not inner.HasField("device_id"):
         return None
     if not 1 <= inner.device_id <= 2**31 - 1 or inner.timestamp > 2**63 - 1:
         return None
-    ratchet_key = inner.ratchet_key
+    ratchet_key = bytes(inner.ratchet_key) if inner.HasField("ratchet_key") else None
     if ratchet_key is not None and len(ratchet_key) != 33:
         return None
     return RetryRequest(

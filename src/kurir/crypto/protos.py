@@ -260,6 +260,24 @@ def _wire_file() -> descriptor_pb2.FileDescriptorProto:
             ("signing_key", 5, _BYTES, None, ""),
         ],
     )
+    _message(
+        file.message_type,
+        "DecryptionErrorMessage",
+        [
+            ("ratchet_key", 1, _BYTES, None, ""),
+            ("timestamp", 2, _UINT64, None, ""),
+            ("device_id", 3, _UINT32, None, ""),
+        ],
+    )
+    return file
+
+
+def _service_file() -> descriptor_pb2.FileDescriptorProto:
+    """The one field of ``service.proto``'s ``Content`` that a ``PlaintextContent`` carries."""
+    file = descriptor_pb2.FileDescriptorProto(
+        name="kurir/libsignal/service.proto", package="signal.proto.service", syntax="proto2"
+    )
+    _message(file.message_type, "Content", [("decryption_error_message", 8, _BYTES, None, "")])
     return file
 
 
@@ -343,6 +361,7 @@ def _fingerprint_file() -> descriptor_pb2.FileDescriptorProto:
 _POOL: Final = descriptor_pool.DescriptorPool()
 _POOL.Add(_storage_file())
 _POOL.Add(_wire_file())
+_POOL.Add(_service_file())
 _POOL.Add(_sealed_sender_file())
 _POOL.Add(_fingerprint_file())
 
@@ -369,6 +388,8 @@ SenderKeyMessageProto: Final[Any] = _class("signal.proto.wire.SenderKeyMessage")
 SenderKeyDistributionMessageProto: Final[Any] = _class(
     "signal.proto.wire.SenderKeyDistributionMessage"
 )
+DecryptionErrorMessageProto: Final[Any] = _class("signal.proto.wire.DecryptionErrorMessage")
+ContentProto: Final[Any] = _class("signal.proto.service.Content")
 ServerCertificateProto: Final[Any] = _class("signal.proto.sealed_sender.ServerCertificate")
 ServerCertificateData: Final[Any] = _class(
     "signal.proto.sealed_sender.ServerCertificate.Certificate"
