@@ -8,6 +8,7 @@ from uuid import uuid4
 
 import pytest
 
+from kurir.client.atrest import KeyFile
 from kurir.client.client import Client
 from kurir.client.errors import NotRegisteredError, UsageError
 from kurir.client.store import Account, ClientStore
@@ -34,7 +35,7 @@ async def test_missing_profiles_are_not_created_on_request(tmp_path: Path) -> No
 
 
 async def test_a_profile_stays_on_its_server(tmp_path: Path) -> None:
-    store = ClientStore.open(tmp_path, lambda: 0)
+    store = ClientStore.open(tmp_path, lambda: 0, KeyFile.beside(tmp_path))
     store.save_account(
         Account(
             server_url="http://127.0.0.1:1",

@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from kurir.client.atrest import KeyFile
 from kurir.client.errors import StoreError
 from kurir.client.store import (
     DB_FILE,
@@ -58,14 +59,14 @@ def _add(store: ClientStore, source: UUID, message_id: bytes, text: bytes = b"x"
 
 def test_account_survives_reopen_and_file_is_private(tmp_path: Path) -> None:
     profile = tmp_path / "p"
-    store = ClientStore.open(profile, FakeClock())
+    store = ClientStore.open(profile, FakeClock(), KeyFile.beside(profile))
     assert store.account() is None
     account = _account()
     store.save_account(account)
     store.close()
     assert stat.S_IMODE((profile / DB_FILE).stat().st_mode) == 0o600
     assert stat.S_IMODE(profile.stat().st_mode) == 0o700
-    again = ClientStore.open(profile, FakeClock())
+    again = ClientStore.open(profile, FakeClock(), KeyFile.beside(profile))
     assert again.account() == account
     again.close()
 
@@ -77,18 +78,18 @@ def test_password_and_private_key_are_not_in_repr() -> None:
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    ClientStore.open(tmp_path, FakeClock()).close()
+    ClientStore.open(tmp_path, FakeClock(), KeyFile.beside(tmp_path)).close()
     db = sqlite3.connect(tmp_path / DB_FILE)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
     with pytest.raises(StoreError, match="newer client"):
-        ClientStore.open(tmp_path, FakeClock())
+        ClientStore.open(tmp_path, FakeClock(), KeyFile.beside(tmp_path))
 
 
 def test_garbage_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / DB_FILE).write_bytes(b"not a database" * 100)
     with pytest.raises(StoreError, match="not a usable kurir store"):
-        ClientStore.open(tmp_path, FakeClock())
+        ClientStore.open(tmp_path, FakeClock(), KeyFile.beside(tmp_path))
 
 
 def test_transaction_rolls_back_everything_on_error() -> None:

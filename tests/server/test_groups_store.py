@@ -153,6 +153,7 @@ async def test_fan_out_is_one_atomic_idempotent_enqueue(storage: Storage) -> Non
             ref.account_id, ref.device_id, after_seq=0, limit=10, now=12
         )
         assert (got.body, got.type, got.source, got.source_device) == (b"ct", 7, A, 1)
+        assert list(woken.envelopes[ref]) == [got]  # handed to live connections as is
     assert await storage.mailboxes.fetch(A, DeviceId(1), after_seq=0, limit=10, now=12) == []
     with pytest.raises(UnknownGroup):
         await groups.fan_out(G, DeviceRef(D, DeviceId(1)), template, now=12, expires_at=FAR, cap=2)

@@ -15,7 +15,10 @@ from websockets.exceptions import ConnectionClosed
 
 from kurir.server.config import ServerConfig, load_apps
 from kurir.server.context import Services
+from kurir.server.services.messages import Courier
+from kurir.server.storage.records import Enqueued, StoredEnvelope
 from kurir.server.testing import FakeClock, RunningServer, start_server
+from kurir.server.types import AccountId, DeviceId, DeviceRef
 from kurir.wire.frames import (
     Ack,
     Drained,
@@ -411,3 +414,40 @@ async def test_long_backlog_is_drained_in_order(
         assert drained == Drained()
         assert [e.seq for e in envelopes] == list(range(1, count + 1))
         assert [e.body for e in envelopes] == [b"%d" % i for i in range(count)]
+
+
+async def test_handed_over_envelopes_are_sent_only_after_the_mark(
+    http: httpx.AsyncClient, server: RunningServer
+) -> None:
+    # A connection sends a handed-over envelope only if it directly follows the highest seq
+    # it sent; after a gap it reads its mailbox instead, and what it already sent it drops.
+    # The "ghost" envelopes below are in no mailbox: they must never reach the device.
+    alice, bob = await _pair(http, server)
+    services: Services = server.app.state.services
+    ref = DeviceRef(AccountId(bob.account_id), DeviceId(1))
+
+    def ghost(seq: int) -> Enqueued:
+        env = StoredEnvelope(seq, 1, None, None, None, b"g" * 16, 1, 1, b"ghost")
+        return Enqueued([ref], {ref: [env]})
+
+    async with online(server, bob) as b, online(server, alice) as a:
+        assert await drain(b) == ([], Drained())
+        await drain(a)
+        got: list[Envelope] = []
+        for i in range(3):
+            await send_frame(a, send(i, bob, bytes([i]) * 16, message(1, 22, b"m%d" % i)))
+            assert await recv_frame(a) == Result(i, True)
+            frame = await recv_frame(b)
+            assert isinstance(frame, Envelope)
+            got.append(frame)
+            handed = services.connections
+            assert isinstance(handed, Courier)
+            handed.hand_off(ghost(frame.seq + 2))  # a gap: the mailbox has nothing after it
+            handed.hand_off(ghost(frame.seq))  # already sent
+        assert [(e.seq, e.body) for e in got] == [(1, b"m0"), (2, b"m1"), (3, b"m2")]
+        await send_frame(b, Ack([]))  # acknowledges nothing, holds up nothing
+        await sync(b, bob, request_id=1)
+        await send_frame(b, Ack([e.seq for e in got]))
+        await sync(b, bob)
+        receipts = [await recv_frame(a) for _ in range(3)]
+        assert [r.seq for r in receipts if isinstance(r, Envelope)] == [1, 2, 3]

@@ -14,6 +14,12 @@ Commands::
     kurir client --profile DIR lookup ADDRESS
     kurir client --profile DIR trust ADDRESS
     kurir client --profile DIR group create|add|remove|promote|leave|send|list ...  (cli/group.py)
+
+The profile's store is encrypted at rest (docs/threat-model.md §Client device). Its key is
+sealed by a key file, ``PROFILE.key`` beside the profile directory unless ``--key-file`` names
+another (the development stand-in for an OS keystore), or by a passphrase read from the
+environment variable that ``--passphrase-env`` names (never from the command line, which other
+users of the machine can see).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from kurir.cli import group, metadata
+from kurir.client.atrest import KeyFile, KeyProvider, Passphrase
 from kurir.client.client import DEV_CODE, Client
 from kurir.client.content import (
     Body,
@@ -82,6 +89,20 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         "server the profile was registered on)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON Lines for scripts")
+    key = parser.add_mutually_exclusive_group()
+    key.add_argument(
+        "--key-file",
+        type=Path,
+        default=None,
+        help="the file holding the key of the profile's encrypted store (default: PROFILE.key "
+        "beside the profile directory; created at register)",
+    )
+    key.add_argument(
+        "--passphrase-env",
+        metavar="VAR",
+        default=None,
+        help="protect the profile's store with the passphrase in environment variable VAR",
+    )
     commands = parser.add_subparsers(dest="client_command", metavar="COMMAND", required=True)
 
     register = commands.add_parser("register", help="register this profile as ADDRESS")
@@ -170,11 +191,22 @@ class Output:
 
 async def _dispatch(args: argparse.Namespace, out: Output) -> int:
     creating = args.client_command == "register"
-    client = await Client.open(args.profile, args.server, create=creating)
+    client = await Client.open(args.profile, args.server, create=creating, key=_key_provider(args))
     async with client:
         handler = _COMMANDS[args.client_command]
         await handler(client, args, out)
     return 0
+
+
+def _key_provider(args: argparse.Namespace) -> KeyProvider | None:
+    if args.passphrase_env is not None:
+        passphrase = os.environ.get(args.passphrase_env, "")
+        if not passphrase:
+            raise UsageError(f"the environment variable {args.passphrase_env} holds no passphrase")
+        return Passphrase(passphrase)
+    if args.key_file is not None:
+        return KeyFile(args.key_file)
+    return None  # the SDK's default: PROFILE.key beside the profile
 
 
 async def _register(client: Client, args: argparse.Namespace, out: Output) -> None:

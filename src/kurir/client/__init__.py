@@ -5,6 +5,7 @@ The public API is `Client` (in `kurir.client.client`), the events it yields
 its errors (`kurir.client.errors`); they are re-exported here.
 """
 
+from kurir.client.atrest import KeyFile, KeyProvider, Passphrase, WrongKeyError
 from kurir.client.client import DEV_CODE, Client
 from kurir.client.content import (
     Content,
@@ -64,10 +65,13 @@ __all__ = [
     "IdentityChangedError",
     "IdentityChangedEvent",
     "InvalidAddressError",
+    "KeyFile",
+    "KeyProvider",
     "MessageEvent",
     "MessageId",
     "MessageRef",
     "NotRegisteredError",
+    "Passphrase",
     "PeerContentError",
     "Reaction",
     "Receipt",
@@ -82,4 +86,5 @@ __all__ = [
     "UnknownAddressError",
     "UnreadableEvent",
     "UsageError",
+    "WrongKeyError",
 ]

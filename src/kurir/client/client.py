@@ -34,6 +34,7 @@ from typing import Any, Final, Self
 from uuid import UUID
 
 from kurir.client import cipher, keys
+from kurir.client.atrest import KeyFile, KeyProvider
 from kurir.client.content import (
     Body,
     Content,
@@ -146,6 +147,7 @@ class Client:
         create: bool = True,
         tap: EnvelopeTap | None = None,
         app_key: str | None = None,
+        key: KeyProvider | None = None,
     ) -> Self:
         """Opens the profile directory (creating it if needed and ``create``).
 
@@ -153,6 +155,10 @@ class Client:
             profile: the profile directory (one account per profile).
             server_url: the server; may be omitted once the profile is registered.
             create: False to refuse a profile directory that does not exist yet.
+            key: holds the key that encrypts the profile's store at rest: an application
+                passes its platform keystore's provider, or a `kurir.client.Passphrase`. The
+                default, for development, is a `kurir.client.KeyFile` beside the profile
+                directory (``PROFILE.key``), a stand-in for an OS keystore.
             tap: see `Client`.
             app_key: the client key of the app embedding this SDK (see `register`).
             now_ms: the clock (tests pass a fake one).
@@ -161,12 +167,15 @@ class Client:
         Raises:
             UsageError: no server URL given for a new profile, or a different one than the
                 profile was registered on.
+            WrongKeyError: ``key`` does not open this profile (nothing was changed).
             StoreError: the profile's store cannot be used.
         """
         path = Path(profile)
         if not create and not (path / DB_FILE).exists():
             raise NotRegisteredError()
-        store = ClientStore.open(path, now_ms)
+        if key is None:
+            key = KeyFile.beside(path, rng=rng)
+        store = ClientStore.open(path, now_ms, key, rng=rng)
         account = store.account()
         if account is not None:
             if server_url is not None and server_url.rstrip("/") != account.server_url:

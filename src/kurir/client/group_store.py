@@ -8,6 +8,10 @@ whose sender key must be rotated before our next message (a member was removed o
 `SenderKeyDistribution` that arrived in a 1:1 session, and decrypts a group message
 (envelope type 7) into the inbox in the same transaction as the sender key update, so a group
 message reaches the application exactly once. It knows no networking.
+
+At rest: a sender key record is sealed with the store key (`ClientStore.cipher`), bound to its
+(sender, device, distribution id); group ids, member account ids and device ids stay clear
+because the SQL looks them up (the server knows group membership anyway, docs/metadata.md).
 """
 
 from __future__ import annotations
@@ -75,27 +79,34 @@ class SqliteSenderKeyStore:
 
     def __init__(self, store: ClientStore) -> None:
         self._db = _setup(store)
+        self._cipher = store.cipher
 
     def store_sender_key(
         self, sender: ProtocolAddress, distribution_id: uuid.UUID, record: SenderKeyRecord
     ) -> None:
         """Saves the record, replacing any previous one."""
+        where = (sender.name, sender.device_id, str(distribution_id))
+        sealed = self._cipher.seal(record.serialize(), "group_sender_keys", "record", *where)
         self._db.execute(
             "INSERT OR REPLACE INTO group_sender_keys (name, device_id, distribution_id, record)"
             " VALUES (?, ?, ?, ?)",
-            (sender.name, sender.device_id, str(distribution_id), record.serialize()),
+            (*where, sealed),
         )
 
     def load_sender_key(
         self, sender: ProtocolAddress, distribution_id: uuid.UUID
     ) -> SenderKeyRecord | None:
         """Returns the record, or None."""
+        where = (sender.name, sender.device_id, str(distribution_id))
         row = self._db.execute(
             "SELECT record FROM group_sender_keys WHERE name = ? AND device_id = ?"
             " AND distribution_id = ?",
-            (sender.name, sender.device_id, str(distribution_id)),
+            where,
         ).fetchone()
-        return None if row is None else SenderKeyRecord.deserialize(bytes(row[0]))
+        if row is None:
+            return None
+        record = self._cipher.open(bytes(row[0]), "group_sender_keys", "record", *where)
+        return SenderKeyRecord.deserialize(record)
 
 
 class GroupKeys:

@@ -11,9 +11,18 @@ Durability: the database runs in WAL mode with ``synchronous=FULL``, so a commit
 survives a crash. The client commits a decrypted message (with the session state that decrypting
 it produced) in one transaction *before* acknowledging its envelope to the server.
 
-At rest: the file is created ``0600`` in a ``0700`` directory, and that is all. Private keys
-and plaintexts are not encrypted inside the file; protecting them is left to the operating
-system's disk encryption (docs/threat-model.md §Client device).
+At rest (docs/threat-model.md §Client device): the file is created ``0600`` in a ``0700``
+directory, and every secret or private value in it is sealed with the store key
+(`kurir.client.atrest`): private keys and prekey records, session and sender-key records, the
+device password, our address, trusted identity keys, the inbox's plaintexts and sender
+addresses, the recently sent plaintexts, and contact addresses (found through a blind index).
+Each is AES-256-GCM bound to its table, column and row key, so a value moved to another row
+fails to decrypt. What stays clear is what the SQL must compare or order: row ids, account
+ids, device ids, message ids, key ids, timestamps, counters, public keys; the list and the
+reasons are in docs/threat-model.md. The store key itself is stored only sealed by the
+application's `KeyProvider`; opening with the wrong provider changes nothing. Deleted and
+overwritten cells are zeroed (``secure_delete``), and a profile from before encryption
+(schema 1) is encrypted in place in one transaction, then vacuumed, at its first open.
 """
 
 from __future__ import annotations
@@ -28,7 +37,9 @@ from pathlib import Path
 from typing import Final
 from uuid import UUID
 
+from kurir.client.atrest import STORE_KEY_BYTES, KeyFile, KeyProvider, StoreCipher
 from kurir.client.errors import StoreError
+from kurir.crypto.curve import Rng
 
 __all__ = [
     "DB_FILE",
@@ -137,8 +148,42 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX sent_by_age ON sent (sent_at);
     """,
+    # 2: encryption at rest. The sealed store key; sealed values go into the existing columns
+    # (SQLite keeps a BLOB as is in a TEXT column); contacts are found by a blind index. The
+    # contact table is a cache of the directory, so its rows are dropped, not converted.
+    """
+    CREATE TABLE store_key (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        sealed BLOB NOT NULL,
+        created INTEGER NOT NULL
+    );
+    DROP TABLE contacts;
+    CREATE TABLE contacts (
+        address_index BLOB PRIMARY KEY,
+        address BLOB NOT NULL,
+        account_id TEXT NOT NULL,
+        devices TEXT NOT NULL,
+        updated INTEGER NOT NULL
+    );
+    CREATE INDEX contacts_by_account ON contacts (account_id);
+    """,
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
+_ENCRYPTED_SINCE: Final = 2
+"""The schema version that seals values; `_seal_legacy_rows` converts older profiles."""
+_LEGACY_SEALED: Final[tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]] = (
+    # (table, key columns bound into the associated data, sealed columns)
+    ("account", ("id",), ("address", "password", "identity_private")),
+    ("prekeys", ("key_id",), ("record",)),
+    ("signed_prekeys", ("key_id",), ("record",)),
+    ("kyber_prekeys", ("key_id", "last_resort"), ("record",)),
+    ("sessions", ("name", "device_id"), ("record",)),
+    ("identities", ("name",), ("identity_key",)),
+    ("inbox", ("kind", "source", "source_device", "message_id"), ("source_address", "content")),
+    ("sent", ("message_id", "recipient", "sent_at"), ("content",)),
+    # kurir.client.group_store's table, when the profile has one.
+    ("group_sender_keys", ("name", "device_id", "distribution_id"), ("record",)),
+)
 _NO_ACCOUNT: Final = UUID(int=0)
 
 
@@ -267,19 +312,38 @@ class ClientStore:
     Args:
         db: an open connection in autocommit mode (``isolation_level=None``).
         now: the clock, in milliseconds.
+        cipher: seals and opens the private values (made from the unsealed store key).
     """
 
-    def __init__(self, db: sqlite3.Connection, now: Clock) -> None:
+    def __init__(self, db: sqlite3.Connection, now: Clock, cipher: StoreCipher) -> None:
         self._db = db
         self._now = now
+        self._cipher = cipher
         self._depth = 0
         self._seen_inserts = 0
 
     @classmethod
-    def open(cls, profile: Path, now: Clock) -> ClientStore:
+    def open(
+        cls,
+        profile: Path,
+        now: Clock,
+        key: KeyProvider | None = None,
+        *,
+        rng: Rng = os.urandom,
+    ) -> ClientStore:
         """Opens (creating if needed) the store in the profile directory and migrates it.
 
+        Args:
+            profile: the profile directory.
+            now: the clock, in milliseconds.
+            key: holds the store key: unseals it for an existing store, seals a new one for a
+                new store (or a store from before encryption, which is then encrypted). None
+                is the development default of `kurir.client.Client.open`: a `KeyFile` beside
+                the profile directory (``PROFILE.key``).
+            rng: randomness for a new store key.
+
         Raises:
+            WrongKeyError: ``key`` does not open this store; nothing was changed.
             StoreError: the file is not a kurir store, or was written by a newer client.
         """
         try:
@@ -290,22 +354,24 @@ class ClientStore:
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the profile at {profile}: {exc}") from None
-        store = cls(db, now)
+        if key is None:
+            key = KeyFile.beside(profile, rng=rng)
         try:
-            store._setup()
+            return cls._setup(db, now, key, rng)
         except sqlite3.DatabaseError as exc:
             db.close()
             raise StoreError(
                 f"the profile at {profile} is not a usable kurir store: {exc}"
             ) from None
-        return store
+        except BaseException:  # e.g. WrongKeyError, or a provider's own failure
+            db.close()
+            raise
 
     @classmethod
     def in_memory(cls, now: Clock) -> ClientStore:
-        """A throwaway store (for tests)."""
-        store = cls(sqlite3.connect(":memory:", isolation_level=None), now)
-        store._setup()
-        return store
+        """A throwaway store (for tests), sealed with a key that lives only in this process."""
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        return cls._setup(db, now, _InProcessKey(), os.urandom)
 
     def close(self) -> None:
         """Closes the database."""
@@ -317,21 +383,92 @@ class ClientStore:
         `kurir.client.group_store`); use it inside `transaction` like every method here."""
         return self._db
 
-    def _setup(self) -> None:
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+    @classmethod
+    def _setup(cls, db: sqlite3.Connection, now: Clock, key: KeyProvider, rng: Rng) -> ClientStore:
+        # Nothing is written before the key is known to be right: unsealing reads only.
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA secure_delete=ON")
+        (version,) = db.execute("PRAGMA user_version").fetchone()
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"the profile was written by a newer client (schema {version} > {SCHEMA_VERSION})"
             )
+        sealed: bytes | None = None
+        if version >= _ENCRYPTED_SINCE:
+            row = db.execute("SELECT sealed FROM store_key WHERE id = 1").fetchone()
+            if row is None:
+                raise StoreError("the profile has lost its store key")
+            store_key = key.unseal(bytes(row[0]))
+        else:
+            store_key = rng(STORE_KEY_BYTES)
+            sealed = key.seal(store_key)
+        store = cls(db, now, StoreCipher(store_key))
         for number in range(version, SCHEMA_VERSION):
-            with self.transaction():
+            with store.transaction():
                 for statement in _MIGRATIONS[number].split(";"):
                     if statement.strip():
-                        self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {number + 1}")
+                        db.execute(statement)
+                if number + 1 == _ENCRYPTED_SINCE:
+                    db.execute(
+                        "INSERT INTO store_key (id, sealed, created) VALUES (1, ?, ?)",
+                        (sealed, now()),
+                    )
+                    if version > 0:
+                        store._seal_legacy_rows()
+                db.execute(f"PRAGMA user_version = {number + 1}")
+        if 0 < version < _ENCRYPTED_SINCE:
+            store._scrub()
+        return store
+
+    def _seal_legacy_rows(self) -> None:
+        # Schema 1 kept every value in the clear: seal each in place (inside the migration's
+        # transaction, so a crash leaves the old profile whole).
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        for table, keys, columns in _LEGACY_SEALED:
+            if table not in tables:
+                continue
+            selected = ", ".join((*keys, *columns))
+            rows = self._db.execute(f"SELECT rowid, {selected} FROM {table}").fetchall()  # noqa: S608
+            for row in rows:
+                key_values = row[1 : 1 + len(keys)]
+                sealed = [
+                    None
+                    if value is None
+                    else self._cipher.seal(_as_bytes(value), table, column, *key_values)
+                    for column, value in zip(columns, row[1 + len(keys) :], strict=True)
+                ]
+                assignments = ", ".join(f"{c} = ?" for c in columns)
+                self._db.execute(
+                    f"UPDATE {table} SET {assignments} WHERE rowid = ?",  # noqa: S608
+                    (*sealed, row[0]),
+                )
+
+    def _scrub(self) -> None:
+        # After sealing a schema-1 profile, no page of the file or its WAL may still hold the
+        # old clear values: move every page into the database, rewrite it, empty the WAL.
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.execute("VACUUM")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    @property
+    def cipher(self) -> StoreCipher:
+        """Seals the values of modules that own tables in this file (`group_store`)."""
+        return self._cipher
+
+    def change_key(self, old: KeyProvider, new: KeyProvider) -> None:
+        """Seals the store key with another provider (a new passphrase, a new key file).
+
+        The values stay as they are: only the sealed store key is replaced.
+
+        Raises:
+            WrongKeyError: ``old`` does not open this store (nothing is changed).
+        """
+        (sealed,) = self._db.execute("SELECT sealed FROM store_key WHERE id = 1").fetchone()
+        resealed = new.seal(old.unseal(bytes(sealed)))
+        self._db.execute("UPDATE store_key SET sealed = ? WHERE id = 1", (resealed,))
+        self._scrub()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -368,7 +505,20 @@ class ClientStore:
         ).fetchone()
         if row is None:
             return None
-        return Account(row[0], row[1], UUID(row[2]), row[3], row[4], row[5], row[6], row[7])
+        address, password, private = (
+            self._open(row[i], "account", column, 1)
+            for i, column in ((1, "address"), (4, "password"), (6, "identity_private"))
+        )
+        return Account(
+            row[0],
+            address.decode(),
+            UUID(row[2]),
+            row[3],
+            password.decode(),
+            row[5],
+            private,
+            bytes(row[7]),
+        )
 
     def save_account(self, account: Account) -> None:
         """Stores the account (replacing a previous one, as re-registration does)."""
@@ -378,12 +528,12 @@ class ClientStore:
             " VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 account.server_url,
-                account.address,
+                self._cipher.seal(account.address.encode(), "account", "address", 1),
                 str(account.account_id),
                 account.device_id,
-                account.password,
+                self._cipher.seal(account.password.encode(), "account", "password", 1),
                 account.registration_id,
-                account.identity_private,
+                self._cipher.seal(account.identity_private, "account", "identity_private", 1),
                 account.identity_public,
                 self._now(),
             ),
@@ -420,13 +570,13 @@ class ClientStore:
 
     def prekey(self, key_id: int) -> bytes | None:
         """Returns a one-time EC prekey record."""
-        return self._blob("SELECT record FROM prekeys WHERE key_id = ?", key_id)
+        return self._sealed_record("prekeys", key_id)
 
     def put_prekey(self, key_id: int, record: bytes) -> None:
         """Stores a one-time EC prekey record."""
         self._db.execute(
             "INSERT OR REPLACE INTO prekeys (key_id, record, created) VALUES (?, ?, ?)",
-            (key_id, record, self._now()),
+            (key_id, self._cipher.seal(record, "prekeys", "record", key_id), self._now()),
         )
 
     def remove_prekey(self, key_id: int) -> None:
@@ -435,25 +585,35 @@ class ClientStore:
 
     def signed_prekey(self, key_id: int) -> bytes | None:
         """Returns a signed prekey record."""
-        return self._blob("SELECT record FROM signed_prekeys WHERE key_id = ?", key_id)
+        return self._sealed_record("signed_prekeys", key_id)
 
     def put_signed_prekey(self, key_id: int, record: bytes) -> None:
         """Stores a signed prekey record."""
         self._db.execute(
             "INSERT OR REPLACE INTO signed_prekeys (key_id, record, created) VALUES (?, ?, ?)",
-            (key_id, record, self._now()),
+            (key_id, self._cipher.seal(record, "signed_prekeys", "record", key_id), self._now()),
         )
 
     def kyber_prekey(self, key_id: int) -> bytes | None:
         """Returns a KEM prekey record (one-time or last-resort)."""
-        return self._blob("SELECT record FROM kyber_prekeys WHERE key_id = ?", key_id)
+        row = self._db.execute(
+            "SELECT record, last_resort FROM kyber_prekeys WHERE key_id = ?", (key_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return self._open(row[0], "kyber_prekeys", "record", key_id, row[1])
 
     def put_kyber_prekey(self, key_id: int, record: bytes, *, last_resort: bool) -> None:
         """Stores a KEM prekey record."""
         self._db.execute(
             "INSERT OR REPLACE INTO kyber_prekeys (key_id, record, last_resort, created)"
             " VALUES (?, ?, ?, ?)",
-            (key_id, record, int(last_resort), self._now()),
+            (
+                key_id,
+                self._cipher.seal(record, "kyber_prekeys", "record", key_id, int(last_resort)),
+                int(last_resort),
+                self._now(),
+            ),
         )
 
     def use_kyber_prekey(self, key_id: int) -> None:
@@ -531,13 +691,14 @@ class ClientStore:
         row = self._db.execute(
             "SELECT record FROM sessions WHERE name = ? AND device_id = ?", (name, device_id)
         ).fetchone()
-        return None if row is None else bytes(row[0])
+        return None if row is None else self._open(row[0], "sessions", "record", name, device_id)
 
     def put_session(self, name: str, device_id: int, record: bytes) -> None:
         """Stores the session record with one device of a peer."""
+        sealed = self._cipher.seal(record, "sessions", "record", name, device_id)
         self._db.execute(
             "INSERT OR REPLACE INTO sessions (name, device_id, record) VALUES (?, ?, ?)",
-            (name, device_id, record),
+            (name, device_id, sealed),
         )
 
     def session_devices(self, name: str) -> list[int]:
@@ -553,7 +714,10 @@ class ClientStore:
 
     def identity(self, name: str) -> bytes | None:
         """Returns the identity key trusted for a peer (serialized), or None."""
-        return self._blob("SELECT identity_key FROM identities WHERE name = ?", name)
+        row = self._db.execute(
+            "SELECT identity_key FROM identities WHERE name = ?", (name,)
+        ).fetchone()
+        return None if row is None else self._open(row[0], "identities", "identity_key", name)
 
     def put_identity(self, name: str, identity_key: bytes) -> bool:
         """Trusts ``identity_key`` for a peer; returns True when it replaced a different key."""
@@ -562,7 +726,11 @@ class ClientStore:
             return False
         self._db.execute(
             "INSERT OR REPLACE INTO identities (name, identity_key, first_seen) VALUES (?, ?, ?)",
-            (name, identity_key, self._now()),
+            (
+                name,
+                self._cipher.seal(identity_key, "identities", "identity_key", name),
+                self._now(),
+            ),
         )
         return old is not None
 
@@ -571,26 +739,30 @@ class ClientStore:
     def contact(self, address: str) -> Contact | None:
         """Returns the cached directory entry of an address."""
         row = self._db.execute(
-            "SELECT address, account_id, devices FROM contacts WHERE address = ?", (address,)
+            "SELECT address_index, address, account_id, devices FROM contacts"
+            " WHERE address_index = ?",
+            (self._cipher.index(address),),
         ).fetchone()
-        return None if row is None else _contact(row)
+        return None if row is None else self._contact(row)
 
     def contact_by_account(self, account_id: UUID) -> Contact | None:
         """Returns the cached directory entry of an account."""
         row = self._db.execute(
-            "SELECT address, account_id, devices FROM contacts WHERE account_id = ?"
-            " ORDER BY updated DESC LIMIT 1",
+            "SELECT address_index, address, account_id, devices FROM contacts"
+            " WHERE account_id = ? ORDER BY updated DESC LIMIT 1",
             (str(account_id),),
         ).fetchone()
-        return None if row is None else _contact(row)
+        return None if row is None else self._contact(row)
 
     def put_contact(self, contact: Contact) -> None:
-        """Caches a directory entry."""
+        """Caches a directory entry (the address sealed, found by its blind index)."""
+        index = self._cipher.index(contact.address)
         self._db.execute(
-            "INSERT OR REPLACE INTO contacts (address, account_id, devices, updated)"
-            " VALUES (?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO contacts (address_index, address, account_id, devices,"
+            " updated) VALUES (?, ?, ?, ?, ?)",
             (
-                contact.address,
+                index,
+                self._cipher.seal(contact.address.encode(), "contacts", "address", index),
                 str(contact.account_id),
                 ",".join(str(d) for d in sorted(contact.devices)),
                 self._now(),
@@ -658,6 +830,15 @@ class ClientStore:
                 " VALUES (?, ?, ?, ?, ?)",
                 (kind, str(source), source_device, message_id, now),
             )
+            where = (kind, str(source), source_device, message_id)
+            sealed_address = None
+            if source_address is not None:
+                sealed_address = self._cipher.seal(
+                    source_address.encode(), "inbox", "source_address", *where
+                )
+            sealed_content = None
+            if content is not None:
+                sealed_content = self._cipher.seal(content, "inbox", "content", *where)
             self._db.execute(
                 "INSERT INTO inbox (kind, source, source_device, source_address, message_id,"
                 " timestamp, server_timestamp, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -665,11 +846,11 @@ class ClientStore:
                     kind,
                     str(source),
                     source_device,
-                    source_address,
+                    sealed_address,
                     message_id,
                     timestamp,
                     server_timestamp,
-                    content,
+                    sealed_content,
                 ),
             )
             self._prune_seen()
@@ -693,20 +874,25 @@ class ClientStore:
             " server_timestamp, content FROM inbox WHERE id > ? ORDER BY id LIMIT ?",
             (after, limit),
         )
-        return [
-            InboxItem(
-                id=r[0],
-                kind=r[1],
-                source=UUID(r[2]),
-                source_device=r[3],
-                source_address=r[4],
-                message_id=bytes(r[5]),
-                timestamp=r[6],
-                server_timestamp=r[7],
-                content=None if r[8] is None else bytes(r[8]),
+        items = []
+        for r in rows:
+            where = (r[1], r[2], r[3], bytes(r[5]))
+            address = None if r[4] is None else self._open(r[4], "inbox", "source_address", *where)
+            content = None if r[8] is None else self._open(r[8], "inbox", "content", *where)
+            items.append(
+                InboxItem(
+                    id=r[0],
+                    kind=r[1],
+                    source=UUID(r[2]),
+                    source_device=r[3],
+                    source_address=None if address is None else address.decode(),
+                    message_id=bytes(r[5]),
+                    timestamp=r[6],
+                    server_timestamp=r[7],
+                    content=content,
+                )
             )
-            for r in rows
-        ]
+        return items
 
     def remove_from_inbox(self, item_id: int) -> None:
         """Deletes an inbox item once the application has handled it."""
@@ -722,7 +908,14 @@ class ClientStore:
             self._db.execute(
                 "INSERT OR REPLACE INTO sent (message_id, recipient, content, sent_at)"
                 " VALUES (?, ?, ?, ?)",
-                (message_id, str(recipient), content, timestamp),
+                (
+                    message_id,
+                    str(recipient),
+                    self._cipher.seal(
+                        content, "sent", "content", message_id, str(recipient), timestamp
+                    ),
+                    timestamp,
+                ),
             )
             self._db.execute(
                 "DELETE FROM sent WHERE rowid IN (SELECT rowid FROM sent ORDER BY sent_at DESC,"
@@ -736,9 +929,7 @@ class ClientStore:
             "SELECT message_id, recipient, content, sent_at FROM sent WHERE message_id = ?",
             (message_id,),
         ).fetchone()
-        if row is None:
-            return None
-        return SentItem(bytes(row[0]), UUID(row[1]), bytes(row[2]), row[3])
+        return None if row is None else self._sent_item(row)
 
     def sent_to(self, recipient: UUID, timestamp: int) -> SentItem | None:
         """Returns the recently sent message to ``recipient`` with that timestamp, if kept."""
@@ -747,15 +938,47 @@ class ClientStore:
             " WHERE recipient = ? AND sent_at = ? ORDER BY rowid DESC LIMIT 1",
             (str(recipient), timestamp),
         ).fetchone()
-        if row is None:
-            return None
-        return SentItem(bytes(row[0]), UUID(row[1]), bytes(row[2]), row[3])
+        return None if row is None else self._sent_item(row)
 
-    def _blob(self, sql: str, key: int | str) -> bytes | None:
-        row = self._db.execute(sql, (key,)).fetchone()
-        return None if row is None else bytes(row[0])
+    # --- sealing -----------------------------------------------------------------------------
+
+    def _open(self, value: bytes | str, table: str, column: str, *key: str | int | bytes) -> bytes:
+        return self._cipher.open(_as_bytes(value), table, column, *key)
+
+    def _sealed_record(self, table: str, key_id: int) -> bytes | None:
+        row = self._db.execute(
+            f"SELECT record FROM {table} WHERE key_id = ?",  # noqa: S608
+            (key_id,),
+        ).fetchone()
+        return None if row is None else self._open(row[0], table, "record", key_id)
+
+    def _sent_item(self, row: tuple[bytes, str, bytes, int]) -> SentItem:
+        message_id = bytes(row[0])
+        content = self._open(row[2], "sent", "content", message_id, row[1], row[3])
+        return SentItem(message_id, UUID(row[1]), content, row[3])
+
+    def _contact(self, row: tuple[bytes, bytes, str, str]) -> Contact:
+        address = self._open(row[1], "contacts", "address", bytes(row[0])).decode()
+        devices = tuple(int(d) for d in row[3].split(",") if d)
+        return Contact(address, UUID(row[2]), devices)
 
 
-def _contact(row: tuple[str, str, str]) -> Contact:
-    devices = tuple(int(d) for d in row[2].split(",") if d)
-    return Contact(row[0], UUID(row[1]), devices)
+def _as_bytes(value: bytes | str | int) -> bytes:
+    # A schema-1 row holds TEXT where schema 2 holds a sealed BLOB.
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode()
+
+
+class _InProcessKey:
+    """The `KeyProvider` of an in-memory store: the store key lives only in this process."""
+
+    def __init__(self) -> None:
+        self._key = b""
+
+    def seal(self, store_key: bytes) -> bytes:
+        self._key = store_key
+        return b"in-process"
+
+    def unseal(self, sealed: bytes) -> bytes:
+        return self._key

@@ -16,10 +16,12 @@ from typing import Final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from kurir.server.asgi_ws import DirectWebSocket
 from kurir.server.config import ServerConfig
 from kurir.server.context import Services
 from kurir.server.groups_http import group_routes
@@ -28,7 +30,9 @@ from kurir.server.metadata_app import build_metadata, push_provider_for
 from kurir.server.metadata_http import metadata_routes
 from kurir.server.metrics import MeteredMessageService, Metrics, metrics_endpoint
 from kurir.server.openapi import openapi_document
+from kurir.server.recheck import CredentialRecheck
 from kurir.server.routing import open_router, router_healthy
+from kurir.server.routing_redis import RedisRouter
 from kurir.server.services.accounts import AccountService
 from kurir.server.services.group_push import AccountDefaults, GroupPush, RegistryPresence
 from kurir.server.services.groups import GroupService
@@ -36,6 +40,8 @@ from kurir.server.services.keys import KeyService
 from kurir.server.services.messages import MessageService
 from kurir.server.services.policy import GroupAddPolicy
 from kurir.server.shared_limits import close_limiters, open_limiters
+from kurir.server.storage.codes import CodeStore
+from kurir.server.storage.codes_memory import MemoryCodeStore
 from kurir.server.storage.memory import MemoryEngine
 from kurir.server.storage.metadata_records import Reachability
 from kurir.server.storage.protocols import StorageEngine
@@ -72,11 +78,14 @@ async def _open_engine(config: ServerConfig) -> StorageEngine:
     return engine
 
 
-async def _sweep(messages: MessageService, interval_s: float) -> None:
+async def _sweep(
+    messages: MessageService, codes: CodeStore, clock: Clock, interval_s: float
+) -> None:
     while True:
         await asyncio.sleep(interval_s)
         try:
             expired = await messages.expire()
+            await codes.expire(clock.now_ms())  # unused verification and link codes
         except Exception:
             _log.exception("expiry sweep failed")
         else:
@@ -101,13 +110,9 @@ def create_app(
     Raises:
         ValueError: No verifier given and the development verifier is disabled.
     """
-    if verifier is None:
-        if not config.dev_verifier:
-            raise ValueError("a verifier is required when dev_verifier is off")
-        verifier = DevVerifier(clock)
-        dev_mode = True
-    else:
-        dev_mode = False
+    if verifier is None and not config.dev_verifier:
+        raise ValueError("a verifier is required when dev_verifier is off")
+    dev_mode = verifier is None
     version = _version()
     openapi = openapi_document(version)
     metrics = Metrics()
@@ -121,6 +126,8 @@ def create_app(
             )
         engine = await _open_engine(config)
         storage = engine.storage
+        # pending codes live in the engine, so any node redeems a code made by another
+        codes = storage.codes if storage.codes is not None else MemoryCodeStore()
         registry = open_router(config.redis, rng=rng, node_id=config.node_id)
         limiters = open_limiters(config.redis, config.limits, clock)
         await registry.start()
@@ -132,6 +139,7 @@ def create_app(
             clock=clock,
             default_reachability=Reachability(config.default_reachability),
             push_provider=push_provider_for(config),
+            contacts_limiter=limiters.contact_upload_per_account,  # shared across nodes
         )
         app.state.metadata = metadata
         messages = MeteredMessageService(
@@ -144,18 +152,20 @@ def create_app(
             metrics=metrics,
             hooks=metadata.hooks,
         )
+        accounts = AccountService(
+            storage.accounts,
+            config.apps,
+            verifier if verifier is not None else DevVerifier(clock, codes),
+            config.limits,
+            clock=clock,
+            rng=rng,
+            revoker=registry,
+            max_devices=config.max_devices,
+            limiters=limiters,
+            codes=codes,
+        )
         app.state.services = Services(
-            accounts=AccountService(
-                storage.accounts,
-                config.apps,
-                verifier,
-                config.limits,
-                clock=clock,
-                rng=rng,
-                revoker=registry,
-                max_devices=config.max_devices,
-                limiters=limiters,
-            ),
+            accounts=accounts,
             keys=KeyService(storage.keys, limiters.bundle_fetch_per_account),
             messages=messages,
             connections=registry,
@@ -183,7 +193,9 @@ def create_app(
                 )
             ),
         )
-        sweeper = asyncio.create_task(_sweep(messages, config.sweep_interval_s))
+        if isinstance(registry, RedisRouter):  # revocations missed while Redis was away
+            registry.recheck_after_resubscribe(CredentialRecheck(accounts))
+        sweeper = asyncio.create_task(_sweep(messages, codes, clock, config.sweep_interval_s))
         try:
             yield
         finally:
@@ -211,6 +223,8 @@ def create_app(
             ),
             WebSocketRoute("/v1/ws", websocket_endpoint, name="websocket"),
         ],
+        # the device WebSocket skips the router's layers (memory per idle device: asgi_ws.py)
+        middleware=[Middleware(DirectWebSocket, path="/v1/ws", endpoint=websocket_endpoint)],
         exception_handlers={HTTPException: http_exception_handler},
         lifespan=lifespan,
     )

@@ -16,10 +16,9 @@ from typing import cast
 from starlette.requests import HTTPConnection
 
 from kurir.server.config import AppCatalogue, ServerConfig
-from kurir.server.connections import ConnectionRegistry
 from kurir.server.services.contacts import ContactService
 from kurir.server.services.conversations import ConversationService, SettingsListener
-from kurir.server.services.delivery import MetadataSendHooks, SettingsSync
+from kurir.server.services.delivery import MetadataSendHooks, SettingsSync, presence_of
 from kurir.server.services.policy import PolicyService
 from kurir.server.services.profiles import ProfileService
 from kurir.server.services.push import (
@@ -29,11 +28,12 @@ from kurir.server.services.push import (
     WebPushProvider,
 )
 from kurir.server.services.report import ReportService
+from kurir.server.shared_limits import Limiter
 from kurir.server.storage.metadata_memory import MemoryMetadataStore
 from kurir.server.storage.metadata_protocols import MetadataStore
 from kurir.server.storage.metadata_records import Reachability
 from kurir.server.storage.protocols import Storage
-from kurir.server.types import Clock, DeviceRef
+from kurir.server.types import Clock
 
 __all__ = ["MetadataServices", "build_metadata", "metadata_of", "push_provider_for"]
 
@@ -54,17 +54,6 @@ class MetadataServices:
     hooks: MetadataSendHooks
 
 
-class _Presence:
-    """Which devices are connected to this node (a router that is not a local registry,
-    e.g. Redis, is treated as "not known to be online": pushes are then only coalesced)."""
-
-    def __init__(self, router: object) -> None:
-        self._registry = router if isinstance(router, ConnectionRegistry) else None
-
-    def is_connected(self, device: DeviceRef) -> bool:
-        return self._registry is not None and self._registry.is_connected(device)
-
-
 def build_metadata(
     storage: Storage,
     catalogue: AppCatalogue,
@@ -74,6 +63,7 @@ def build_metadata(
     default_reachability: Reachability = Reachability.CONTACTS,
     push_provider: PushProvider | None = None,
     listener: SettingsListener | None = None,
+    contacts_limiter: Limiter | None = None,
 ) -> MetadataServices:
     """Build the metadata services over an opened engine's stores.
 
@@ -86,6 +76,8 @@ def build_metadata(
         push_provider: Where pushes go; default: the development log provider.
         listener: Told when an account's synced settings changed; default: a ``sync``
             push to the account's other devices.
+        contacts_limiter: The address-book upload limiter (shared through Redis on several
+            nodes); default: node-local.
     """
     store: MetadataStore | None = getattr(storage, "metadata", None)
     if store is None:
@@ -109,11 +101,15 @@ def build_metadata(
         store=store,
         policy=policy,
         conversations=conversations,
-        contacts=ContactService(store, storage.accounts, policy, catalogue, clock=clock),
+        contacts=ContactService(
+            store, storage.accounts, policy, catalogue, clock=clock, limiter=contacts_limiter
+        ),
         profiles=ProfileService(store, conversations, policy, clock=clock),
         push=push,
         report=ReportService(store, storage.accounts, storage.mailboxes, clock=clock),
-        hooks=MetadataSendHooks(policy, store, conversations, push, _Presence(router), clock=clock),
+        hooks=MetadataSendHooks(
+            policy, store, conversations, push, presence_of(router), clock=clock
+        ),
     )
 
 

@@ -7,7 +7,10 @@ and :class:`LocalRouter`, the single-node implementation (the in-process
 Redis is :class:`kurir.server.routing_redis.RedisRouter`.
 
 A router never holds a message: mailboxes are the durable truth, and a wake-up is only a hint
-to read one. Losing a wake-up may delay delivery, never lose a message.
+to read one. Losing a wake-up may delay delivery, never lose a message. The local router also
+hands just-committed envelopes to its connections (``hand_off``, see
+:class:`~kurir.server.services.messages.Courier`): a copy of what is already durable, which
+a connection sends only if it follows what it sent, else it reads the mailbox.
 """
 
 from __future__ import annotations

@@ -12,7 +12,14 @@ Redis holds only routing hints, never a message (docs/deployment.md):
   device held elsewhere publishes a wake-up there; the node then reads the shared mailbox.
   When a device connects, ``SET ... GET`` swaps in the new holder atomically; the previous
   holder is told to close its (older) connection with 4001.
-- ``kurir:all``: revocations (re-registration, device removal), which every node applies.
+- ``kurir:all``: revocations (re-registration, device removal), which every node applies,
+  and re-check requests (``ca``) for revocations a node could not publish while Redis was
+  unreachable. Since pub/sub keeps nothing, a node whose subscription is established again
+  also re-checks its live connections' credentials (:meth:`RedisRouter.
+  recheck_after_resubscribe`, :mod:`kurir.server.recheck`).
+
+:meth:`RedisRouter.connected` tells which devices are connected on any node (push goes only
+to the others).
 
 All Redis I/O runs in one worker task, in the order the router was asked, batched into
 pipelines. While Redis is unreachable the node keeps serving: its connections poll their
@@ -26,8 +33,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 from uuid import UUID
 
 from redis.asyncio import Redis
@@ -38,9 +46,13 @@ from redis.exceptions import RedisError
 from kurir.server.connections import Attachable
 from kurir.server.types import AccountId, DeviceId, DeviceRef, Rng
 
-__all__ = ["RedisRouter", "device_key", "node_channel"]
+__all__ = ["PRESENCE_TIMEOUT_S", "LiveCheck", "RedisRouter", "device_key", "node_channel"]
 
 _log = logging.getLogger("kurir.server.routing")
+
+PRESENCE_TIMEOUT_S: Final = 0.5
+"""Longest wait for Redis when asking which devices are connected (before a push)."""
+_MAX_UNSENT: Final = 10_000
 
 ALL_CHANNEL: Final = "kurir:all"
 _FAILURES = (RedisError, OSError, asyncio.TimeoutError)
@@ -66,6 +78,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+class LiveCheck(Protocol):
+    """Finds, among a node's live connections, those whose credentials were revoked."""
+
+    async def __call__(
+        self, live: Sequence[tuple[DeviceRef, Attachable]]
+    ) -> Sequence[tuple[DeviceRef, Attachable]]:
+        """The (device, connection) pairs of ``live`` that must be closed (4003)."""
+        ...
 
 
 def device_key(device: DeviceRef) -> str:
@@ -173,6 +195,8 @@ class RedisRouter:
         self._degraded = False
         self.subscribed = asyncio.Event()
         """Set while this node's subscription is live (tests wait on it)."""
+        self._recheck: LiveCheck | None = None  # see recheck_after_resubscribe
+        self._unsent: dict[AccountId, None] = {}  # accounts whose revocation was not published
 
     # -- the Router Protocol (synchronous; I/O is queued) -----------------------------------
 
@@ -295,6 +319,8 @@ class RedisRouter:
                         self._revoke_local_account(AccountId(UUID(account)))
                     case ["rd", origin, account, device] if origin != self.node_id:
                         self._revoke_local_device(_ref(account, device))
+                    case ["ca", origin, account] if origin != self.node_id:
+                        self._start_recheck(AccountId(UUID(account)))
                     case _:
                         pass
             except ValueError:
@@ -313,6 +339,7 @@ class RedisRouter:
                 # Registrations are retried by the next refresh; wake-ups are covered by
                 # polling while degraded and by the wake-all on recovery.
                 self._set_degraded(exc)
+                self._keep_unsent(batch)  # revocations: sent again on recovery
             except Exception:  # a bug: keep routing the next batches
                 _log.exception("routing batch failed")
 
@@ -417,6 +444,7 @@ class RedisRouter:
                 self.subscribed.set()
                 # wake-ups sent while we were not subscribed are lost: re-read every mailbox
                 self._wake_all_local()
+                self._start_recheck()  # and so are revocations: look for them in the database
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message.get("type") == "message":
@@ -436,6 +464,7 @@ class RedisRouter:
             await asyncio.sleep(self._poll_s if self._degraded else self._refresh_s)
             if self._degraded:
                 self._wake_all_local()  # poll the mailboxes while wake-ups may be lost
+                self._resend_unsent()  # and try the unpublished revocations again
             self._ops.put_nowait(_Refresh())
 
     def _set_degraded(self, exc: BaseException) -> None:
@@ -448,11 +477,98 @@ class RedisRouter:
             _log.info("redis reachable again")
             self._degraded = False
             self._wake_all_local()
+            self._resend_unsent()
 
     @property
     def degraded(self) -> bool:
         """Redis was unreachable at the last attempt."""
         return self._degraded
+
+    # -- presence and missed revocations (issue 7 follow-up) -------------------------------
+
+    async def connected(self, devices: Sequence[DeviceRef]) -> set[DeviceRef]:
+        """Which of ``devices`` have a live connection on any node (they need no push).
+
+        Devices held here are answered from memory; the others with one pipeline of ``GET``
+        of their keys (a key names its holder). While Redis is unreachable, or slower than
+        :data:`PRESENCE_TIMEOUT_S`, only this node's connections count: the other devices
+        then get a push they may not need rather than miss one. A killed node's devices
+        count as connected until their keys expire (``key_ttl_ms``).
+        """
+        online = {d for d in devices if d in self._local}
+        rest = [d for d in dict.fromkeys(devices) if d not in online]
+        if not rest or self._degraded:
+            return online
+        try:
+            async with asyncio.timeout(PRESENCE_TIMEOUT_S):
+                pipe = self._redis.pipeline(transaction=False)
+                for device in rest:
+                    pipe.get(device_key(device))
+                values = await pipe.execute()
+        except _FAILURES:
+            return online
+        for device, value in zip(rest, values, strict=True):
+            owner = _owner(value)
+            # a key naming this node without a connection here is being released
+            if owner is not None and owner[0] != self.node_id:
+                online.add(device)
+        return online
+
+    def recheck_after_resubscribe(self, check: LiveCheck) -> None:
+        """Each time this node's subscription is established again, hand its live
+        connections to ``check`` and close (4003) those it returns.
+
+        Revocations are published on ``kurir:all`` and not stored: one published while this
+        node was not subscribed (Redis down, restarted, or the subscription dropped) never
+        reaches it. ``check`` looks in the database for what was revoked meanwhile.
+        """
+        self._recheck = check
+
+    def _keep_unsent(self, batch: Sequence[object]) -> None:
+        """Remember the accounts of revocations in a batch that failed (maybe unpublished)."""
+        for op in batch:
+            if isinstance(op, _Broadcast):
+                parts = op.line.split(" ")
+                if parts[0] in ("ra", "rd", "ca") and len(parts) >= 3:
+                    self._unsent[AccountId(UUID(parts[2]))] = None
+        while len(self._unsent) > _MAX_UNSENT:  # the resubscribe re-check still covers them
+            del self._unsent[next(iter(self._unsent))]
+
+    def _resend_unsent(self) -> None:
+        """Ask every node to re-check the accounts whose revocation may not have gone out.
+
+        Sent as a re-check (``ca``), not as the revocation itself: since then the account
+        may have connected again with its new credentials, which must stay connected.
+        """
+        for account_id in self._unsent:
+            self._ops.put_nowait(_Broadcast(f"ca {self.node_id} {account_id}"))
+        self._unsent = {}
+
+    def _start_recheck(self, account_id: AccountId | None = None) -> None:
+        if self._recheck is None or not self._local:
+            return
+        live = [
+            (device, holder.connection)
+            for device, holder in self._local.items()
+            if account_id is None or device.account_id == account_id
+        ]
+        if not live:
+            return
+        self._tasks = [t for t in self._tasks if not t.done()]
+        self._tasks.append(asyncio.create_task(self._run_recheck(self._recheck, live)))
+
+    async def _run_recheck(
+        self, check: LiveCheck, live: list[tuple[DeviceRef, Attachable]]
+    ) -> None:
+        try:
+            revoked = await check(live)
+        except Exception:  # the database failed: the next resubscription tries again
+            _log.exception("re-checking live connections failed")
+            return
+        for device, connection in revoked:
+            holder = self._local.get(device)
+            if holder is not None and holder.connection is connection:
+                self._revoke_local_device(device)
 
 
 def _owner(value: object) -> tuple[str, str] | None:

@@ -1,9 +1,11 @@
 """Running the application under uvicorn, started programmatically.
 
 This module owns the uvicorn settings kurir relies on: the sans-I/O ``websockets``
-implementation, a frame size just above the protocol limit (so oversized frames get the
-protocol's ``frame_too_large`` error), no access log (paths carry account ids), and serving
-on a socket the caller may have bound already (port 0 in tests).
+implementation (trimmed: :mod:`kurir.server.ws_protocol`), a frame size just above the
+protocol limit (so oversized frames get the protocol's ``frame_too_large`` error), no WebSocket
+compression (frames carry ciphertext, which does not compress, and a negotiated
+permessage-deflate costs about 30 KiB of zlib state per connection), no access log (paths carry
+account ids), and serving on a socket the caller may have bound already (port 0 in tests).
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from typing import Final
 import uvicorn
 from starlette.applications import Starlette
 
+from kurir.server.ws_protocol import DeviceSocketProtocol
 from kurir.wire.limits import MAX_FRAME_BYTES
 
-__all__ = ["WS_IMPLEMENTATION", "bind_socket", "make_server"]
+__all__ = ["bind_socket", "make_server"]
 
-WS_IMPLEMENTATION: Final = "websockets-sansio"
 _WS_MAX_SIZE: Final = MAX_FRAME_BYTES + 64 * 1024
 
 
@@ -50,8 +52,9 @@ def make_server(app: Starlette, *, host: str, port: int) -> uvicorn.Server:
         app,
         host=host,
         port=port,
-        ws=WS_IMPLEMENTATION,
+        ws=DeviceSocketProtocol,
         ws_max_size=_WS_MAX_SIZE,
+        ws_per_message_deflate=False,
         lifespan="on",
         access_log=False,
         log_config=None,

@@ -30,6 +30,7 @@ from kurir.server.ratelimit import RateLimiter
 from kurir.server.types import Clock
 
 __all__ = [
+    "CONTACT_UPLOAD_LIMIT",
     "Limiter",
     "Limiters",
     "LocalLimiter",
@@ -41,6 +42,9 @@ __all__ = [
 _log = logging.getLogger("kurir.server.ratelimit")
 _FAILURES = (RedisError, OSError, TimeoutError)
 _RETRY_MS: Final = 5_000
+
+CONTACT_UPLOAD_LIMIT: Final = RateLimit(5, 60_000)
+"""Address-book uploads per account (issue 5): a burst of 5, then one per minute."""
 
 # KEYS[1] = bucket; ARGV = burst, refill_ms, now_ms, take (1 take a token, 0 only look).
 # Returns {1 if a token was (or is) available else 0, tokens left as text}.
@@ -199,6 +203,8 @@ class Limiters:
     bundle_fetch_per_account: Limiter
     failed_auth_per_host: Limiter
     directory_per_account: Limiter
+    contact_upload_per_account: Limiter
+    """Address-book uploads (``services/contacts.py``), which also discover accounts."""
 
 
 _NAMES: Final = (
@@ -211,15 +217,29 @@ _NAMES: Final = (
 )
 
 
-def open_limiters(redis_url: str | None, limits: RateLimits, clock: Clock) -> Limiters:
+def open_limiters(
+    redis_url: str | None,
+    limits: RateLimits,
+    clock: Clock,
+    *,
+    contact_upload: RateLimit = CONTACT_UPLOAD_LIMIT,
+) -> Limiters:
     """Shared limiters over Redis when ``redis_url`` is set, node-local ones otherwise.
 
     The Redis client connects lazily; close it with :func:`close_limiters`.
+
+    Args:
+        redis_url: Where the shared buckets live; ``None`` for node-local ones.
+        limits: The protocol's limits (docs/protocol.md §Rate limits).
+        clock: Time source.
+        contact_upload: Address-book uploads per account.
     """
+    chosen = {n: getattr(limits, n) for n in _NAMES}
+    chosen["contact_upload_per_account"] = contact_upload
     if redis_url is None:
-        return Limiters(*(LocalLimiter(getattr(limits, n), clock) for n in _NAMES))
+        return Limiters(**{n: LocalLimiter(limit, clock) for n, limit in chosen.items()})
     redis: Redis = Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
-    return Limiters(*(RedisLimiter(redis, n, getattr(limits, n), clock) for n in _NAMES))
+    return Limiters(**{n: RedisLimiter(redis, n, limit, clock) for n, limit in chosen.items()})
 
 
 async def close_limiters(limiters: Limiters) -> None:

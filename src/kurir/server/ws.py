@@ -2,11 +2,16 @@
 
 This module owns moving frames between one device's socket and the services: decoding
 client frames (:mod:`kurir.wire.frames`), answering each ``send`` with a ``result`` after the
-commit (and each ``group_send``, :mod:`kurir.server.services.groups`), delivering the mailbox
-in seq order followed by ``drained``, waking on new mail, and
+commit (and each ``group_send``, :mod:`kurir.server.services.groups`), applying ``ack``s in
+batches without holding up the frames behind them, delivering the mailbox in seq order
+followed by ``drained``, then sending newly committed envelopes as the connection registry
+hands them over (reading the mailbox only when they do not follow what was sent), and
 closing with the protocol's codes (4000 protocol error, 4001 replaced, 4003 auth failed or
-credentials revoked by re-registration). The
-delivery rules themselves live in :mod:`kurir.server.services.messages`.
+credentials revoked by re-registration). The delivery rules themselves live in
+:mod:`kurir.server.services.messages`.
+
+An idle connection costs one task: the ASGI handler's own, reading frames. Sending
+envelopes and applying acks run in short-lived tasks that exist only while they have work.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
+from collections.abc import Sequence
 from typing import Final
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -23,6 +30,7 @@ from kurir.server.errors import MismatchedDevices, Refused, StaleDevices
 from kurir.server.services.accounts import AuthedDevice
 from kurir.server.services.groups import GroupService
 from kurir.server.services.messages import MessageService
+from kurir.server.storage.records import StoredEnvelope
 from kurir.wire.errors import ErrorCode, FrameError
 from kurir.wire.frames import (
     Ack,
@@ -43,6 +51,8 @@ __all__ = ["DeviceConnection", "websocket_endpoint"]
 
 _log = logging.getLogger("kurir.server.ws")
 _FETCH_BATCH: Final = 100
+_OUTBOX_MAX: Final = 256
+"""Most handed-over envelopes a connection holds unsent; beyond that it reads the mailbox."""
 _INTERNAL_ERROR_CLOSE: Final = 1011
 _GONE = (WebSocketDisconnect, RuntimeError, OSError)
 
@@ -50,11 +60,35 @@ _GONE = (WebSocketDisconnect, RuntimeError, OSError)
 class DeviceConnection:
     """One live, authenticated device connection.
 
+    Delivery keeps a high-water mark, the highest seq sent on this connection. Envelopes
+    handed over by the registry (:meth:`deliver`) are sent as they are when the backlog was
+    drained and they follow the mark without a gap; otherwise, and when more than
+    ``_OUTBOX_MAX`` wait, the connection reads its mailbox after the mark instead (as after
+    :meth:`wake`). Either way each envelope goes out once per connection, in seq order.
+
     Args:
         websocket: The accepted socket.
         device: The authenticated device.
         messages: The message service.
+        groups: The group service, if the server has groups.
     """
+
+    __slots__ = (
+        "_acked",
+        "_acker",
+        "_acks",
+        "_device",
+        "_drained",
+        "_flusher",
+        "_groups",
+        "_high",
+        "_messages",
+        "_outbox",
+        "_refetch",
+        "_stop_code",
+        "_task",
+        "_ws",
+    )
 
     def __init__(
         self,
@@ -67,14 +101,40 @@ class DeviceConnection:
         self._ws = websocket
         self._device = device
         self._messages = messages
-        self._wake = asyncio.Event()
-        self._stopped = asyncio.Event()
-        self._stop_code: int = CloseCode.REPLACED
-        self._send_lock = asyncio.Lock()
+        self._task: asyncio.Task[object] | None = None
+        self._stop_code: int | None = None
+        self._high = 0  # the highest seq sent on this connection
+        self._drained = False
+        self._refetch = True  # the mailbox must be read after ``_high``
+        self._outbox: deque[StoredEnvelope] | None = None  # made when first needed
+        self._flusher: asyncio.Task[None] | None = None
+        self._acks: list[int] = []
+        self._acked: asyncio.Future[None] | None = None  # settles once the last ack applied
+        self._acker: asyncio.Task[None] | None = None
+
+    @property
+    def device(self) -> AuthedDevice:
+        """The device this connection authenticated as (for re-checks of its credentials)."""
+        return self._device
 
     def wake(self) -> None:
-        """New envelopes are waiting."""
-        self._wake.set()
+        """New envelopes are waiting in the mailbox."""
+        self._refetch = True
+        self._kick()
+
+    def deliver(self, envelopes: Sequence[StoredEnvelope]) -> None:
+        """``envelopes`` (in seq order) were just committed to this device's mailbox."""
+        outbox = self._outbox
+        if not self._drained or self._refetch:
+            self._refetch = True  # the pending mailbox read finds them
+        elif outbox is None:
+            self._outbox = deque(envelopes)
+        elif len(outbox) + len(envelopes) > _OUTBOX_MAX:
+            outbox.clear()
+            self._refetch = True
+        else:
+            outbox.extend(envelopes)
+        self._kick()
 
     def replace(self) -> None:
         """A newer connection of this device took over."""
@@ -85,14 +145,19 @@ class DeviceConnection:
         self._stop(CloseCode.AUTH)
 
     def _stop(self, code: int) -> None:
-        if not self._stopped.is_set():
+        if self._stop_code is None:
             self._stop_code = code
-            self._stopped.set()
+            if self._task is not None and self._task is not asyncio.current_task():
+                self._task.cancel()  # interrupts the reading; ``run`` returns the code
+
+    def _kick(self) -> None:
+        if self._flusher is None and self._stop_code is None:
+            self._flusher = asyncio.create_task(self._flush())
 
     async def _send(self, frame: ServerFrame) -> None:
-        data = encode_frame(frame)
-        async with self._send_lock:
-            await self._ws.send_bytes(data)
+        # a frame is written whole (no await between framing and the transport write), so
+        # the reading task's results and the flusher's envelopes never interleave
+        await self._ws.send_bytes(encode_frame(frame))
 
     async def run(self) -> int | None:
         """Serve until the peer leaves, violates the protocol, is replaced or revoked.
@@ -100,30 +165,35 @@ class DeviceConnection:
         Returns:
             The close code to send, or ``None`` when the peer already went away.
         """
-        receive = asyncio.create_task(self._receive_loop())
-        deliver = asyncio.create_task(self._deliver_loop())
-        stopped = asyncio.create_task(self._stopped.wait())
-        tasks = {receive, deliver, stopped}
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if self._stopped.is_set():
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("DeviceConnection.run must run inside a task")
+        self._task = task
+        if self._stop_code is not None:
             return self._stop_code
-        for task in done:
-            if task is stopped or task.cancelled():
-                continue
-            error = task.exception()
-            if error is not None:
-                if isinstance(error, _GONE):
-                    return None
-                _log.error("connection task failed", exc_info=error)
-                return _INTERNAL_ERROR_CLOSE
-            if task is receive:
-                return receive.result()
-        return None
+        self._kick()  # the backlog
+        try:
+            return await self._receive_loop()
+        except asyncio.CancelledError:
+            if self._stop_code is None:
+                raise  # cancelled from outside: the server is stopping
+            task.uncancel()
+            return self._stop_code
+        except _GONE:
+            return self._stop_code
+        except Exception:
+            _log.exception("connection failed")
+            return _INTERNAL_ERROR_CLOSE
+        finally:
+            if self._stop_code is None:
+                self._stop_code = _INTERNAL_ERROR_CLOSE  # no new flusher from now on
+            flusher = self._flusher
+            if flusher is not None:
+                flusher.cancel()
+                await asyncio.gather(flusher, return_exceptions=True)
+            acker = self._acker
+            if acker is not None:  # what was received is applied, even after a close
+                await asyncio.gather(asyncio.shield(acker), return_exceptions=True)
 
     async def _receive_loop(self) -> int | None:
         while True:
@@ -143,16 +213,52 @@ class DeviceConnection:
                     continue
                 await self._send(ErrorFrame(exc.code.value, exc.message))
                 return CloseCode.PROTOCOL_ERROR
-            # Frames are handled strictly in order, so a `result` also confirms every earlier
-            # `ack`. Shielded: what was received is applied even if the connection is closed
-            # or replaced meanwhile.
+            # Sends are handled strictly in order. Shielded: what was received is applied
+            # even if the connection is closed or replaced meanwhile. Acks are applied in
+            # batches beside the reading (:meth:`_apply_acks`), usually in the same group
+            # commit as the send behind them; a ``result`` still waits for every earlier ack,
+            # so it confirms them (docs/protocol.md §Delivery).
             match frame:
                 case Send():
-                    await self._send(await asyncio.shield(self._handle_send(frame)))
+                    acked = self._acked
+                    result = await asyncio.shield(self._handle_send(frame))
+                    if acked is not None:
+                        await asyncio.shield(acked)
+                    await self._send(result)
                 case Ack(seqs=seqs):
-                    await asyncio.shield(self._messages.acknowledge(self._device, seqs))
+                    if not seqs:
+                        continue
+                    if not self._acks:
+                        self._acked = asyncio.get_running_loop().create_future()
+                    self._acks.extend(seqs)
+                    if self._acker is None:
+                        self._acker = asyncio.create_task(self._apply_acks())
                 case GroupSend():
-                    await self._send(await asyncio.shield(self._handle_group_send(frame)))
+                    acked = self._acked
+                    result = await asyncio.shield(self._handle_group_send(frame))
+                    if acked is not None:
+                        await asyncio.shield(acked)
+                    await self._send(result)
+
+    async def _apply_acks(self) -> None:
+        """Apply every ack received so far in one store call, until none is left: the acks
+        that arrive while one batch commits form the next."""
+        try:
+            while self._acks:
+                seqs, self._acks = self._acks, []
+                done = self._acked
+                try:
+                    await self._messages.acknowledge(self._device, seqs)
+                except Exception:
+                    # not applied: the envelopes stay queued and come again after a reconnect
+                    _log.exception("internal error while applying acks")
+                finally:
+                    if done is not None and not done.done():
+                        done.set_result(None)
+                    if self._acked is done:
+                        self._acked = None  # nothing pending: keep no future while idle
+        finally:
+            self._acker = None
 
     async def _handle_group_send(self, frame: GroupSend) -> Result:
         try:
@@ -185,35 +291,63 @@ class DeviceConnection:
             return Result(frame.id, False, error)
         return Result(frame.id, True)
 
-    async def _deliver_loop(self) -> None:
+    async def _flush(self) -> None:
+        """Send what is due, in seq order: handed-over envelopes that follow the mark, else
+        what the mailbox holds after it; ``drained`` once the backlog is out. Ends when idle."""
         ref = self._device.ref
-        backlog_end = await self._messages.last_seq(ref)
-        after = 0
-        drained = False
-        while True:
-            self._wake.clear()
-            batch = await self._messages.fetch(ref, after_seq=after, limit=_FETCH_BATCH)
-            for env in batch:
-                await self._send(
-                    Envelope(
-                        seq=env.seq,
-                        type=env.type,
-                        source=env.source,
-                        source_device=env.source_device,
-                        source_address=env.source_address,
-                        message_id=env.message_id,
-                        timestamp=env.timestamp,
-                        server_timestamp=env.server_timestamp,
-                        body=env.body,
+        try:
+            while True:
+                outbox = self._outbox
+                if outbox:
+                    env = outbox.popleft()
+                    if env.seq <= self._high:
+                        continue  # already read from the mailbox
+                    if env.seq != self._high + 1:  # a gap: the mailbox has what is missing
+                        outbox.clear()
+                        self._refetch = True
+                        continue
+                    await self._send(_frame(env))
+                    self._high = env.seq
+                    self._messages.handed_off(1)
+                elif self._refetch:
+                    self._refetch = False
+                    batch = await self._messages.fetch(
+                        ref, after_seq=self._high, limit=_FETCH_BATCH
                     )
-                )
-                after = env.seq
-            if not drained and (len(batch) < _FETCH_BATCH or after >= backlog_end):
-                expired = await self._messages.take_expired_count(ref)
-                await self._send(Drained(expired))
-                drained = True
-            if len(batch) < _FETCH_BATCH:
-                await self._wake.wait()
+                    for env in batch:
+                        if env.seq > self._high:
+                            await self._send(_frame(env))
+                            self._high = env.seq
+                    if len(batch) >= _FETCH_BATCH:
+                        self._refetch = True
+                    elif not self._drained:
+                        expired = await self._messages.take_expired_count(ref)
+                        await self._send(Drained(expired))
+                        self._drained = True
+                else:
+                    return
+        except _GONE:
+            return  # the reading task sees the disconnect
+        except Exception:
+            _log.exception("delivery failed")
+            self._stop(_INTERNAL_ERROR_CLOSE)
+        finally:
+            self._flusher = None
+            self._outbox = None  # an idle connection keeps no buffer
+
+
+def _frame(env: StoredEnvelope) -> Envelope:
+    return Envelope(
+        seq=env.seq,
+        type=env.type,
+        source=env.source,
+        source_device=env.source_device,
+        source_address=env.source_address,
+        message_id=env.message_id,
+        timestamp=env.timestamp,
+        server_timestamp=env.server_timestamp,
+        body=env.body,
+    )
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:

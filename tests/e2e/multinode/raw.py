@@ -47,8 +47,8 @@ class RawDevice:
 
 
 async def register(base_url: str, address: str, registration_id: int) -> RawDevice:
-    """Register ``address`` on the node at ``base_url`` (verification and registration go to
-    the same node: the development verifier keeps its codes in the node's memory)."""
+    """Register ``address`` through the node at ``base_url`` (verification and registration;
+    the codes are shared, so test_shared_state.py splits them across nodes)."""
     password = encode_password(os.urandom(32))
     headers = {"X-Kurir-App-Key": app_key(address)}
     async with httpx.AsyncClient(base_url=base_url) as http:

@@ -14,6 +14,7 @@ from kurir.server.storage.errors import (
     TooManyDevices,
     UnknownDevice,
 )
+from kurir.server.storage.metadata_records import ConversationState
 from kurir.server.storage.protocols import Storage
 from kurir.server.storage.records import (
     RECEIPT_TYPE,
@@ -22,6 +23,7 @@ from kurir.server.storage.records import (
     NewDevice,
     OneTimeKey,
     OutgoingEnvelope,
+    SendCount,
     SignedKey,
 )
 from kurir.server.types import AccountId, DeviceId, DeviceRef
@@ -52,10 +54,24 @@ async def _two_accounts(storage: Storage) -> None:
 
 
 def _env(
-    to: AccountId, key: bytes, *, source: AccountId | None = A_ID, body: bytes = b"ct"
+    to: AccountId,
+    key: bytes,
+    *,
+    source: AccountId | None = A_ID,
+    body: bytes = b"ct",
+    device: DeviceId = D1,
 ) -> OutgoingEnvelope:
     return OutgoingEnvelope(
-        to, D1, key, 1, source, None if source is None else D1, "x:y", key[:16].ljust(16), 5, body
+        to,
+        device,
+        key,
+        1,
+        source,
+        None if source is None else D1,
+        "x:y",
+        key[:16].ljust(16),
+        5,
+        body,
     )
 
 
@@ -207,6 +223,57 @@ async def test_enqueue_fetch_ack_in_order(storage: Storage) -> None:
     assert [e.seq for e in await mb.fetch(B_ID, D1, after_seq=0, limit=10, now=103)] == [2]
     await mb.enqueue([_env(B_ID, b"3" * 16)], now=104, expires_at=FAR, cap=10)
     assert [e.seq for e in await mb.fetch(B_ID, D1, after_seq=0, limit=10, now=105)] == [2, 3]
+
+
+async def test_enqueue_reports_the_committed_envelopes(storage: Storage) -> None:
+    # what the connections are handed instead of reading the mailbox: exactly what a fetch
+    # returns afterwards, seqs included
+    await _two_accounts(storage)
+    mb = storage.mailboxes
+    queued = await mb.enqueue(
+        [_env(B_ID, b"1" * 16), _env(B_ID, b"2" * 16), _env(A_ID, b"3" * 16)],
+        now=100,
+        expires_at=FAR,
+        cap=10,
+    )
+    assert queued == [DeviceRef(B_ID, D1), DeviceRef(A_ID, D1)]
+    for ref in queued:
+        fetched = await mb.fetch(ref.account_id, ref.device_id, after_seq=0, limit=10, now=101)
+        assert list(queued.envelopes[ref]) == fetched
+    assert [e.seq for e in queued.envelopes[DeviceRef(B_ID, D1)]] == [1, 2]
+    receipts = await mb.acknowledge(
+        B_ID, D1, [2], now=102, expires_at=FAR, receipt_source_address="instagram:@bob"
+    )
+    (receipt,) = receipts.envelopes[DeviceRef(A_ID, D1)]
+    assert (receipt.seq, receipt.type, receipt.message_id) == (2, RECEIPT_TYPE, b"2" * 16)
+    assert [receipt] == (await mb.fetch(A_ID, D1, after_seq=1, limit=10, now=103))
+    again = await mb.enqueue([_env(B_ID, b"1" * 16)], now=104, expires_at=FAR, cap=10)
+    assert again == []
+    assert not again.envelopes
+
+
+async def test_counts_commit_with_the_enqueue_and_only_once(storage: Storage) -> None:
+    assert storage.metadata is not None
+    await _two_accounts(storage)
+    mb = storage.mailboxes
+    count = SendCount(A_ID, B_ID, ConversationState.REQUEST)
+    await mb.enqueue([_env(B_ID, b"1" * 16)], now=10, expires_at=FAR, cap=10, count=count)
+    await mb.enqueue([_env(B_ID, b"1" * 16)], now=11, expires_at=FAR, cap=10, count=count)
+    with pytest.raises(UnknownDevice):  # refused: nothing enqueued, nothing counted
+        await mb.enqueue(
+            [_env(B_ID, b"2" * 16), _env(B_ID, b"3" * 16, device=DeviceId(9))],
+            now=12,
+            expires_at=FAR,
+            cap=10,
+            count=count,
+        )
+    mine = await storage.metadata.conversation(A_ID, B_ID)
+    theirs = await storage.metadata.conversation(B_ID, A_ID)
+    assert mine is not None
+    assert theirs is not None
+    assert (mine.sent, mine.received, mine.state) == (1, 0, ConversationState.ACCEPTED)
+    assert (theirs.sent, theirs.received, theirs.state) == (0, 1, ConversationState.REQUEST)
+    assert (theirs.created_at, theirs.last_activity) == (10, 10)
 
 
 async def test_enqueue_is_idempotent_even_after_ack(storage: Storage) -> None:

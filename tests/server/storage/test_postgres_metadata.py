@@ -75,6 +75,8 @@ async def test_the_report_covers_every_column_of_the_schema(database_url: str) -
     for row in rows:
         schema.setdefault(row["table_name"], []).append(row["column_name"])
     schema.pop("schema_version")
+    # pending codes are left out of the report by decision (docs/metadata.md, "Pending codes")
+    assert schema.pop("pending_codes")
     assert {t: list(c) for t, (c, _) in PG_REPORT_TABLES.items()} == schema
 
 

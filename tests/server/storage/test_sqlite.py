@@ -1,18 +1,22 @@
-"""SQLite-only behaviour: durability across reopen, migrations, group commit isolation."""
+"""SQLite-only behaviour: durability across reopen, migrations, group commit isolation, reads."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from uuid import UUID
 
 import pytest
 
-from kurir.server.storage.errors import SchemaTooNew
-from kurir.server.storage.records import NewDevice, OutgoingEnvelope
+from kurir.server.storage.errors import SchemaTooNew, StorageError
+from kurir.server.storage.metadata_protocols import PolicyViewReader
+from kurir.server.storage.metadata_records import ConversationState
+from kurir.server.storage.records import NewDevice, OutgoingEnvelope, SendCount
 from kurir.server.storage.sqlite import SqliteEngine
-from kurir.server.storage.sqlite_db import Database, load_migrations
+from kurir.server.storage.sqlite_db import ON_LOOP_VM_STEPS, Database, load_migrations
 from kurir.server.types import AccountId, DeviceId
 from kurir.wire.address import Address
 
@@ -115,3 +119,196 @@ async def test_upgrades_a_schema_1_database(tmp_path: Path) -> None:
     finally:
         await engine.close()
     assert device_id == 2
+
+
+def _insert(account_id: str) -> Callable[[sqlite3.Connection], str]:
+    def op(conn: sqlite3.Connection) -> str:
+        conn.execute(
+            "INSERT INTO accounts (account_id, app, identifier, created_at) VALUES (?, 'x', ?, 1)",
+            (account_id, account_id),
+        )
+        return account_id
+
+    return op
+
+
+def _accounts(conn: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT account_id FROM accounts ORDER BY account_id")]
+
+
+async def _one_batch(db: Database, fns: list[Callable[[sqlite3.Connection], str]]) -> list[object]:
+    """Run ``fns`` through :meth:`Database.write` as ONE group-commit batch: a first operation
+    holds the writer thread until all of them are queued."""
+    started, release = threading.Event(), threading.Event()
+
+    def gate(conn: sqlite3.Connection) -> str:
+        started.set()
+        release.wait(10)
+        return "gate"
+
+    gate_task = asyncio.create_task(db.write(gate))
+    await asyncio.to_thread(started.wait, 10)
+    tasks = [asyncio.create_task(db.write(fn)) for fn in fns]
+    await asyncio.sleep(0)  # every task has queued its operation
+    release.set()
+    assert await gate_task == "gate"
+    return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+
+async def test_a_failing_operation_is_isolated_within_its_batch(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "k.db")
+
+    def bad(conn: sqlite3.Connection) -> str:
+        _insert("b")(conn)
+        raise ValueError("refused")
+
+    def after_bad(conn: sqlite3.Connection) -> str:
+        # fails if the refused operation's row were still there
+        return _insert("b")(conn) + "-again"
+
+    def needs_a(conn: sqlite3.Connection) -> str:
+        changed = conn.execute("UPDATE accounts SET identifier = 'A' WHERE account_id = 'a'")
+        return f"updated {changed.rowcount}"
+
+    try:
+        results = await _one_batch(db, [_insert("a"), bad, after_bad, needs_a, _insert("a")])
+        assert results[0] == "a"
+        assert isinstance(results[1], ValueError)
+        assert results[2] == "b-again"
+        assert results[3] == "updated 1"  # saw the first operation's row
+        assert isinstance(results[4], sqlite3.IntegrityError)  # a duplicate of the first
+        assert await db.read(_accounts) == ["a", "b"]
+        identifiers = await db.read(
+            lambda c: c.execute("SELECT identifier FROM accounts ORDER BY account_id").fetchall()
+        )
+        assert identifiers == [("A",), ("b",)]
+    finally:
+        await db.close()
+
+
+async def test_a_batch_without_failures_commits_every_operation(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "k.db")
+    try:
+        names = [f"n{i:02d}" for i in range(20)]
+        assert await _one_batch(db, [_insert(n) for n in names]) == names
+        assert await db.read(_accounts) == names
+    finally:
+        await db.close()
+
+
+async def test_a_read_sees_every_write_awaited_before_it(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "k.db")
+    try:
+        for i in range(50):
+            await db.write(_insert(f"r{i:02d}"))
+            assert len(await db.read(_accounts)) == i + 1
+            assert len(await db.read_bulk(_accounts)) == i + 1
+    finally:
+        await db.close()
+
+
+async def test_short_reads_run_on_the_loop_and_long_ones_move_off_it(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "k.db")
+    ran_on: list[str] = []
+
+    def count(limit: int) -> Callable[[sqlite3.Connection], int]:
+        def op(conn: sqlite3.Connection) -> int:
+            ran_on.append(threading.current_thread().name)
+            row = conn.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"
+                " SELECT COUNT(*) FROM n",
+                (limit,),
+            ).fetchone()
+            return int(row[0])
+
+        return op
+
+    here = threading.current_thread().name
+    try:
+        assert await db.read(count(10)) == 10
+        assert ran_on == [here]
+        ran_on.clear()
+        # far beyond ON_LOOP_VM_STEPS: interrupted on the loop, run again in full on the thread
+        big = ON_LOOP_VM_STEPS * 10
+        assert await db.read(count(big)) == big
+        assert len(ran_on) == 2
+        assert ran_on[0] == here
+        assert ran_on[1] != here
+        ran_on.clear()
+        assert await db.read_bulk(count(10)) == 10
+        assert len(ran_on) == 1
+        assert ran_on[0] != here
+        ran_on.clear()
+        assert await db.read(count(10)) == 10  # the reader is usable again after an interrupt
+        assert ran_on == [here]
+    finally:
+        await db.close()
+
+
+async def test_closed_database_refuses_reads_and_writes(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "k.db")
+    await db.close()
+    with pytest.raises(StorageError):
+        await db.read(_accounts)
+    with pytest.raises(StorageError):
+        await db.read_bulk(_accounts)
+    with pytest.raises(StorageError):
+        await db.write(_insert("x"))
+
+
+async def test_cached_send_path_reads_follow_every_change(tmp_path: Path) -> None:
+    # the embedded engine caches device lists and policy views; each change must show in
+    # the next read after it returned (a block stops the very next send)
+    engine = SqliteEngine.open(tmp_path / "k.db")
+    s = engine.storage
+    metadata = s.metadata
+    assert isinstance(metadata, PolicyViewReader)
+    assert s.metadata is not None
+    b_id = AccountId(UUID(int=2))
+    device = NewDevice(None, 1, b"s", b"h")
+    await s.accounts.register(Address("messenger", "1"), new_account_id=A_ID, device=device, now=1)
+    await s.accounts.register(Address("messenger", "2"), new_account_id=b_id, device=device, now=1)
+    keys = ["messenger:1"]
+    try:
+        for _ in range(2):  # the second round is served from the cache
+            assert [d.device_id for d in await s.accounts.list_devices(b_id)] == [1]
+            view = await metadata.policy_view(b_id, A_ID, keys)
+            assert (view.blocked, view.state, view.is_contact) == (False, None, False)
+        second = await s.accounts.add_device(b_id, device, now=2, max_devices=5)
+        assert [d.device_id for d in await s.accounts.list_devices(b_id)] == [1, second]
+        await s.metadata.block(b_id, A_ID, now=3)
+        assert (await metadata.policy_view(b_id, A_ID, keys)).blocked
+        await s.metadata.unblock(b_id, A_ID)
+        await s.metadata.replace_contacts(b_id, keys, now=4)
+        view = await metadata.policy_view(b_id, A_ID, keys)
+        assert (view.blocked, view.is_contact) == (False, True)
+        # the counts written with an enqueue create b's side of the conversation
+        env = OutgoingEnvelope(
+            b_id, DeviceId(1), b"m" * 16, 1, A_ID, 1, "messenger:1", b"m" * 16, 1, b"x"
+        )
+        count = SendCount(A_ID, b_id, ConversationState.REQUEST)
+        await s.mailboxes.enqueue([env], now=5, expires_at=10**15, cap=10, count=count)
+        assert (await metadata.policy_view(b_id, A_ID, keys)).state is ConversationState.REQUEST
+        await s.metadata.set_state(b_id, A_ID, ConversationState.DECLINED, now=6)
+        assert (await metadata.policy_view(b_id, A_ID, keys)).state is ConversationState.DECLINED
+        assert await s.accounts.remove_device(b_id, second)
+        assert [d.device_id for d in await s.accounts.list_devices(b_id)] == [1]
+    finally:
+        await engine.close()
+
+
+async def test_a_lone_failing_operation_leaves_nothing_behind(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "k.db")
+
+    def bad(conn: sqlite3.Connection) -> str:
+        _insert("b")(conn)
+        raise ValueError("refused")
+
+    try:
+        with pytest.raises(ValueError, match="refused"):
+            await db.write(bad)
+        assert await db.read(_accounts) == []
+        assert await db.write(_insert("a")) == "a"  # the writer goes on
+        assert await db.read(_accounts) == ["a"]
+    finally:
+        await db.close()

@@ -7,15 +7,22 @@ failed attempts rate-limited per host). It knows nothing of HTTP or WebSockets.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from kurir.server.config import AppCatalogue, RateLimits
 from kurir.server.credentials import hash_password, verify_password
 from kurir.server.errors import RateLimited, Refused
 from kurir.server.shared_limits import Limiters, open_limiters
+from kurir.server.storage.codes import (
+    CodePurpose,
+    CodeStore,
+    PendingCode,
+    code_digest,
+    subject_digest,
+)
+from kurir.server.storage.codes_memory import MemoryCodeStore
 from kurir.server.storage.errors import TooManyDevices, UnknownDevice
 from kurir.server.storage.protocols import AccountStore
 from kurir.server.storage.records import AccountRecord, DeviceRecord, NewDevice
@@ -36,7 +43,8 @@ from kurir.wire.errors import AddressError, ErrorCode, WireError
 __all__ = ["AccountService", "AuthedDevice", "DirectoryHit", "Revoker"]
 
 _LINK_CODE_TTL_MS: Final = 10 * 60 * 1000
-_MAX_LINK_CODES: Final = 100_000
+_MAX_LINK_CODES_PER_ACCOUNT: Final = 10
+_LINK: Final = CodePurpose.LINK
 _DUMMY_SALT = b"\x00" * 16
 _DUMMY_HASH = b"\x00" * 32
 
@@ -47,6 +55,10 @@ class AuthedDevice:
 
     ref: DeviceRef
     address: Address
+    credential: bytes = field(default=b"", repr=False)
+    """The salt of the stored credentials it proved: a new device record (re-registration)
+    has a new one, so a live connection can be checked again later (:meth:`AccountService.
+    revoked`). Empty when unknown."""
 
     @property
     def account_id(self) -> AccountId:
@@ -94,6 +106,8 @@ class AccountService:
         max_devices: Most devices per account, the primary included.
         limiters: The rate limiters (shared through Redis on several nodes); default:
             node-local buckets of ``limits``.
+        codes: Where pending link codes are kept: the storage engine's store, shared by
+            every node (issue 7); default: this process's memory (one node only).
     """
 
     def __init__(
@@ -108,11 +122,12 @@ class AccountService:
         revoker: Revoker,
         max_devices: int = 6,
         limiters: Limiters | None = None,
+        codes: CodeStore | None = None,
     ) -> None:
         self._store = store
         self._revoker = revoker
         self._max_devices = max_devices
-        self._link_codes: dict[bytes, tuple[AccountId, int]] = {}  # sha256(code) -> owner
+        self._codes: CodeStore = codes if codes is not None else MemoryCodeStore()
         self._apps = apps
         self._kinds = apps.kinds()
         self._verifier = verifier
@@ -196,6 +211,8 @@ class AccountService:
             device=device,
             now=self._clock.now_ms(),
         )
+        # codes made by the replaced devices must not add devices to the new registration
+        await self._codes.discard_owner(_LINK, account_id)
         # re-registration replaced every device: old connections must not receive new mail
         self._revoker.revoke_account(account_id)
         return account_id
@@ -227,10 +244,14 @@ class AccountService:
         if not verify_password(device.salt, creds.password, device.password_hash):
             await self._failed_auth.consume(host)
             raise bad
-        return AuthedDevice(ref, account.address)
+        return AuthedDevice(ref, account.address, device.salt)
 
     async def create_link_code(self, device: AuthedDevice) -> tuple[str, int]:
         """Make a single-use code (valid 10 minutes) that links one new device.
+
+        The code (144 random bits) is kept only as digests in the shared code store, so any
+        node redeems it. An account holds at most 10 unused codes; making another drops
+        the oldest.
 
         Raises:
             Refused: ``forbidden`` unless called by the primary device.
@@ -238,12 +259,13 @@ class AccountService:
         if device.device_id != PRIMARY_DEVICE:
             raise Refused(ErrorCode.FORBIDDEN, "only the primary device links devices")
         now = self._clock.now_ms()
-        self._link_codes = {h: v for h, v in self._link_codes.items() if v[1] > now}
-        if len(self._link_codes) >= _MAX_LINK_CODES:
-            raise RateLimited(60)
         code = encode_password(self._rng.token_bytes(18))
         expires = now + _LINK_CODE_TTL_MS
-        self._link_codes[hashlib.sha256(code.encode()).digest()] = (device.account_id, expires)
+        subject = subject_digest(_LINK, code)
+        pending = PendingCode(
+            _LINK, subject, code_digest(_LINK, subject, code), device.account_id, now, expires
+        )
+        await self._codes.issue(pending, max_per_owner=_MAX_LINK_CODES_PER_ACCOUNT)
         return code, expires
 
     async def link_device(
@@ -267,11 +289,20 @@ class AccountService:
             raise Refused(exc.code, exc.message) from None
         if not await self._failed_auth.allowed(host):
             raise RateLimited(await self._failed_auth.retry_after_s(host))
-        entry = self._link_codes.pop(hashlib.sha256(code.encode()).digest(), None)
-        if entry is None or entry[1] <= self._clock.now_ms():
+        subject = subject_digest(_LINK, code)
+        # a link code is looked up by its own digest: a wrong one finds nothing (guessing is
+        # limited per host by the failed-auth limit), so one attempt is all there is
+        redeemed = await self._codes.redeem(
+            _LINK,
+            subject,
+            code_digest(_LINK, subject, code),
+            now=self._clock.now_ms(),
+            max_attempts=1,
+        )
+        if redeemed is None or redeemed.owner is None:
             await self._failed_auth.consume(host)
             raise Refused(ErrorCode.INVALID_CODE, "the link code is wrong, used or expired")
-        account_id = entry[0]
+        account_id = redeemed.owner
         salt = self._rng.token_bytes(16)
         device = NewDevice(device_name, registration_id, salt, hash_password(salt, password))
         try:
@@ -300,6 +331,25 @@ class AccountService:
         if not await self._store.remove_device(caller.account_id, device_id):
             raise Refused(ErrorCode.NOT_FOUND, "no such device")
         self._revoker.revoke_device(DeviceRef(caller.account_id, device_id))
+
+    async def revoked(self, devices: Sequence[AuthedDevice]) -> list[AuthedDevice]:
+        """Those of ``devices`` (authenticated earlier) whose credentials are no longer
+        valid: the device was removed, or re-created by a re-registration of its account.
+
+        Nodes call this for their live connections when they may have missed a revocation
+        (docs/deployment.md, "Revocations"). One read per account.
+        """
+        by_account: dict[AccountId, list[AuthedDevice]] = {}
+        for device in devices:
+            by_account.setdefault(device.account_id, []).append(device)
+        gone: list[AuthedDevice] = []
+        for account_id, mine in by_account.items():
+            current = {d.device_id: d.salt for d in await self._store.list_devices(account_id)}
+            for device in mine:
+                salt = current.get(device.device_id)
+                if salt is None or (device.credential and salt != device.credential):
+                    gone.append(device)
+        return gone
 
     async def account(self, account_id: AccountId) -> AccountRecord | None:
         """Return an account, or ``None``."""

@@ -7,7 +7,9 @@ full addresses (``instagram:@rina``). One malformed entry refuses the whole uplo
 address book (metadata the product openly keeps: it is what "only contacts" reachability is
 checked against). The answer lists the entries that are registered *and* reachable for the
 caller. Uploads are rate-limited per account (a small burst, then one per minute by default)
-so the directory cannot be enumerated by uploading guessed numbers.
+so the directory cannot be enumerated by uploading guessed numbers; with several nodes the
+limit is shared through Redis (:mod:`kurir.server.shared_limits`), so N nodes grant one
+budget, not N.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import phonenumbers
 
 from kurir.server.config import AppCatalogue, RateLimit
 from kurir.server.errors import RateLimited, Refused
-from kurir.server.ratelimit import RateLimiter
 from kurir.server.services.policy import PolicyService
+from kurir.server.shared_limits import CONTACT_UPLOAD_LIMIT, Limiter, LocalLimiter
 from kurir.server.storage.metadata_protocols import MetadataStore
 from kurir.server.storage.protocols import AccountStore
 from kurir.server.types import AccountId, Clock
@@ -29,7 +31,7 @@ from kurir.wire.errors import AddressError, ErrorCode
 
 __all__ = ["DEFAULT_DISCOVERY_LIMIT", "ContactHit", "ContactService", "normalise_entry"]
 
-DEFAULT_DISCOVERY_LIMIT = RateLimit(5, 60_000)
+DEFAULT_DISCOVERY_LIMIT: RateLimit = CONTACT_UPLOAD_LIMIT
 """Address-book uploads per account: a burst of 5, then one per minute."""
 
 
@@ -72,8 +74,11 @@ class ContactService:
         accounts: To find registered accounts.
         policy: Whether a found account is reachable for the caller.
         catalogue: Apps and their identifier kinds.
-        limit: Uploads per account.
+        limit: Uploads per account (for the default, node-local limiter).
         clock: Time source.
+        limiter: The upload limiter, shared through Redis on several nodes
+            (``Limiters.contact_upload_per_account``); default: node-local buckets of
+            ``limit``.
     """
 
     def __init__(
@@ -85,12 +90,13 @@ class ContactService:
         *,
         limit: RateLimit = DEFAULT_DISCOVERY_LIMIT,
         clock: Clock,
+        limiter: Limiter | None = None,
     ) -> None:
         self._store = store
         self._accounts = accounts
         self._policy = policy
         self._catalogue = catalogue
-        self._limiter = RateLimiter(limit, clock)
+        self._limiter = limiter if limiter is not None else LocalLimiter(limit, clock)
         self._clock = clock
 
     async def upload(
@@ -113,8 +119,8 @@ class ContactService:
             if entry not in normalised:
                 normalised.append(entry)
         key = str(caller)
-        if not self._limiter.try_acquire(key):
-            raise RateLimited(self._limiter.retry_after_s(key))
+        if not await self._limiter.try_acquire(key):
+            raise RateLimited(await self._limiter.retry_after_s(key))
         await self._store.replace_contacts(caller, normalised, now=self._clock.now_ms())
         return normalised, await self._discover(caller, normalised)
 

@@ -3,35 +3,79 @@
 This module owns :class:`MetadataSendHooks`, the :class:`~kurir.server.services.policy.SendHooks`
 that :class:`~kurir.server.services.messages.MessageService` calls for every send to another
 account: before the enqueue (policy: deliver, deliver as a request, or drop silently) and
-after the commit (counts and conversation state on both sides; one push per offline
-recipient device, content-free, silent when muted, coalesced). It reads no envelope body.
+with the enqueue (counts and conversation state on both sides, :meth:`MetadataSendHooks.send_count`,
+written by the mailbox store in the enqueue's transaction) and after the commit (one push per
+offline recipient device, content-free, silent when muted, coalesced). It reads no envelope
+body.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from kurir.server.connections import ConnectionRegistry
 from kurir.server.services.conversations import ConversationService
 from kurir.server.services.policy import Decision, PolicyService, Verdict
 from kurir.server.services.push import PushPayload, PushService
 from kurir.server.storage.metadata_protocols import MetadataStore
 from kurir.server.storage.metadata_records import ConversationState
-from kurir.server.storage.records import DeviceRecord
+from kurir.server.storage.records import DeviceRecord, SendCount
 from kurir.server.types import AccountId, Clock, DeviceId, DeviceRef
 
-__all__ = ["DeviceLister", "MetadataSendHooks", "Presence", "SettingsSync"]
+__all__ = [
+    "DeviceLister",
+    "LocalPresence",
+    "MetadataSendHooks",
+    "Presence",
+    "SettingsSync",
+    "presence_of",
+]
 
 _log = logging.getLogger("kurir.server.delivery")
 
 
+@runtime_checkable
 class Presence(Protocol):
-    """Knows which devices have a live connection."""
+    """Knows which devices have a live connection, on this node or (several nodes) on any.
 
-    def is_connected(self, device: DeviceRef) -> bool:
-        """Whether ``device`` is connected now."""
+    :class:`kurir.server.routing_redis.RedisRouter` is one: it asks Redis which node holds
+    each device.
+    """
+
+    async def connected(self, devices: Sequence[DeviceRef]) -> set[DeviceRef]:
+        """Which of ``devices`` are connected now, found out in one batch. A device whose
+        state cannot be known (Redis unreachable) is left out: it then gets a needless push
+        rather than miss one."""
         ...
+
+
+class LocalPresence:
+    """:class:`Presence` of a single node: its own connection registry, no I/O."""
+
+    def __init__(self, registry: ConnectionRegistry) -> None:
+        self._registry = registry
+
+    async def connected(self, devices: Sequence[DeviceRef]) -> set[DeviceRef]:
+        """See :class:`Presence`."""
+        return {d for d in devices if self._registry.is_connected(d)}
+
+
+class _NoPresence:
+    async def connected(self, devices: Sequence[DeviceRef]) -> set[DeviceRef]:
+        return set()
+
+
+def presence_of(router: object) -> Presence:
+    """The presence a router can tell: its own answer if it knows other nodes' connections
+    (a Redis router), its registry's for a single node; a router that knows neither makes
+    every device count as offline (pushes are then only coalesced)."""
+    if isinstance(router, Presence):
+        return router
+    if isinstance(router, ConnectionRegistry):
+        return LocalPresence(router)
+    return _NoPresence()
 
 
 class MetadataSendHooks:
@@ -67,6 +111,16 @@ class MetadataSendHooks:
         """Decide by the recipient's policy."""
         return await self._policy.may_reach(sender, recipient)
 
+    def send_count(self, sender: AccountId, recipient: AccountId, decision: Decision) -> SendCount:
+        """The counts of an admitted send, for the mailbox store to write with the envelopes
+        (once: a retried send enqueues nothing and counts nothing)."""
+        state = (
+            ConversationState.REQUEST
+            if decision.verdict is Verdict.REQUEST
+            else ConversationState.ACCEPTED
+        )
+        return SendCount(sender, recipient, state)
+
     async def accepted(
         self,
         sender: AccountId,
@@ -74,20 +128,10 @@ class MetadataSendHooks:
         decision: Decision,
         woken: Sequence[DeviceRef],
     ) -> None:
-        """Count the message (once: retries enqueue nothing and wake nobody) and push."""
+        """Push the offline recipient devices (the counts were written with the enqueue)."""
         if not woken:
             return
-        state = (
-            ConversationState.REQUEST
-            if decision.verdict is Verdict.REQUEST
-            else ConversationState.ACCEPTED
-        )
-        await self._store.record_send(
-            sender, recipient, recipient_state=state, now=self._clock.now_ms()
-        )
-        offline = [
-            d for d in woken if d.account_id == recipient and not self._presence.is_connected(d)
-        ]
+        offline = await self._offline([d for d in woken if d.account_id == recipient])
         if not offline:
             return
         sound, silent = await self._conversations.notification(recipient, sender)
@@ -98,6 +142,15 @@ class MetadataSendHooks:
                     device.account_id, device.device_id
                 )
                 await self._push.wake(device, subscription, payload)
+
+    async def _offline(self, devices: Sequence[DeviceRef]) -> list[DeviceRef]:
+        """The devices among ``devices`` that would get a push: not coalesced away, and not
+        connected to any node (one batched presence lookup for all of them)."""
+        candidates = [d for d in devices if self._push.should_push(d)]
+        if not candidates:
+            return []
+        online = await self._presence.connected(candidates)
+        return [d for d in candidates if d not in online]
 
 
 class DeviceLister(Protocol):

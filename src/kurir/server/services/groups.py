@@ -17,7 +17,7 @@ from uuid import UUID
 
 from kurir.server.errors import Refused
 from kurir.server.services.accounts import AuthedDevice
-from kurir.server.services.messages import Notifier
+from kurir.server.services.messages import Notifier, reach
 from kurir.server.storage.errors import MailboxFull, UnknownDevice
 from kurir.server.storage.groups import (
     GroupFull,
@@ -302,8 +302,7 @@ class GroupService:
         except UnknownDevice:
             # a device vanished meanwhile (in-memory engine); the sender sends again
             raise Refused(ErrorCode.MISMATCHED_DEVICES, "the group's devices changed") from None
-        for ref in woken:
-            self._notifier.wake(ref)
+        reach(self._notifier, woken)
         if self._after is not None and woken:
             try:
                 await self._after.fanned_out(GroupId(frame.group_id), sender.account_id, woken)

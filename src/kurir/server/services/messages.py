@@ -3,26 +3,29 @@
 This module owns the delivery rules (docs/protocol.md §Sending): the device-set check
 (Signal's 409 mismatched / 410 stale), all-or-nothing durable enqueue idempotent on the
 client's message id, explicit caps and expiry, delivery receipts on acknowledgement, and
-waking the recipients' connections. It knows nothing of sockets: connections are woken
-through the :class:`Notifier` Protocol.
+reaching the recipients' connections after the commit: a :class:`Courier` (the single-node
+connection registry) is handed the committed envelopes themselves, so a live connection sends
+them without reading its mailbox; any other :class:`Notifier` is only told to wake them. The
+conversation counts are written in the enqueue's own transaction (:class:`SendCount`). It
+knows nothing of sockets.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from kurir.server.errors import MismatchedDevices, Refused, StaleDevices
 from kurir.server.services.accounts import AuthedDevice
-from kurir.server.services.policy import SendHooks
+from kurir.server.services.policy import Decision, SendHooks
 from kurir.server.storage.errors import MailboxFull, UnknownDevice
 from kurir.server.storage.protocols import AccountStore, MailboxStore
-from kurir.server.storage.records import OutgoingEnvelope, StoredEnvelope
+from kurir.server.storage.records import Enqueued, OutgoingEnvelope, SendCount, StoredEnvelope
 from kurir.server.types import AccountId, Clock, DeviceId, DeviceRef
 from kurir.wire.errors import ErrorCode
 from kurir.wire.frames import EnvelopeType, Send
 
-__all__ = ["MessageService", "Notifier"]
+__all__ = ["Counted", "Courier", "MessageService", "Notifier", "reach"]
 
 
 class Notifier(Protocol):
@@ -31,6 +34,34 @@ class Notifier(Protocol):
     def wake(self, device: DeviceRef) -> None:
         """Signal that ``device``'s mailbox has new envelopes."""
         ...
+
+
+@runtime_checkable
+class Courier(Protocol):
+    """A :class:`Notifier` that can also carry committed envelopes to live connections."""
+
+    def hand_off(self, queued: Enqueued) -> None:
+        """Give each device's new envelopes (``queued.envelopes``) to its live connection,
+        which sends them without reading the mailbox; wake the devices without envelopes."""
+        ...
+
+
+@runtime_checkable
+class Counted(Protocol):
+    """Send hooks whose conversation counts the enqueue writes in its own transaction."""
+
+    def send_count(self, sender: AccountId, recipient: AccountId, decision: Decision) -> SendCount:
+        """The counts of one admitted send from ``sender`` to ``recipient``."""
+        ...
+
+
+def reach(notifier: Notifier, queued: Enqueued) -> None:
+    """After a commit: hand the new envelopes to a :class:`Courier`, else wake each device."""
+    if isinstance(notifier, Courier):
+        notifier.hand_off(queued)
+    else:
+        for ref in queued:
+            notifier.wake(ref)
 
 
 class MessageService:
@@ -57,9 +88,11 @@ class MessageService:
         hooks: SendHooks | None = None,
     ) -> None:
         self._hooks = hooks  # policy (blocks, reachability), counts, push: services/delivery.py
+        self._counted = hooks if isinstance(hooks, Counted) else None
         self._accounts = accounts
         self._mailboxes = mailboxes
         self._notifier = notifier
+        self._courier = notifier if isinstance(notifier, Courier) else None
         self._clock = clock
         self._cap = mailbox_cap
         self._ttl = envelope_ttl_ms
@@ -110,20 +143,29 @@ class MessageService:
         ]
         if not envelopes:
             return
+        count = None
+        if self._counted is not None and decision is not None:
+            count = self._counted.send_count(sender.account_id, recipient, decision)
         now = self._clock.now_ms()
         try:
             woken = await self._mailboxes.enqueue(
-                envelopes, now=now, expires_at=now + self._ttl, cap=self._cap
+                envelopes, now=now, expires_at=now + self._ttl, cap=self._cap, count=count
             )
         except MailboxFull:
             raise Refused(ErrorCode.MAILBOX_FULL, "the recipient's mailbox is full") from None
         except UnknownDevice:
             # a device vanished between the check and the commit; the sender refreshes
             raise Refused(ErrorCode.MISMATCHED_DEVICES, "the device list changed") from None
-        for ref in woken:
-            self._notifier.wake(ref)
+        self._reach(woken)
         if self._hooks is not None and decision is not None:
             await self._hooks.accepted(sender.account_id, recipient, decision, woken)
+
+    def _reach(self, queued: Enqueued) -> None:
+        if self._courier is not None:
+            self._courier.hand_off(queued)
+        else:
+            for ref in queued:
+                self._notifier.wake(ref)
 
     async def acknowledge(self, device: AuthedDevice, seqs: Sequence[int]) -> None:
         """Delete acknowledged envelopes and send delivery receipts to their senders."""
@@ -138,8 +180,7 @@ class MessageService:
             expires_at=now + self._ttl,
             receipt_source_address=str(device.address),
         )
-        for ref in woken:
-            self._notifier.wake(ref)
+        self._reach(woken)
 
     async def last_seq(self, device: DeviceRef) -> int:
         """The highest seq assigned so far in the device's mailbox."""
@@ -154,6 +195,9 @@ class MessageService:
             limit=limit,
             now=self._clock.now_ms(),
         )
+
+    def handed_off(self, count: int) -> None:
+        """``count`` envelopes reached a connection without a mailbox read (for metrics)."""
 
     async def take_expired_count(self, device: DeviceRef) -> int:
         """How many of the device's envelopes expired unread since last asked."""

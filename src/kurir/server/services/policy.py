@@ -157,6 +157,7 @@ class PolicyService:
         clock: Clock,
     ) -> None:
         self._store = store
+        self._views = store if isinstance(store, PolicyViewReader) else None  # checked once
         self._accounts = accounts
         self._catalogue = catalogue
         self.default_reachability = default_reachability
@@ -201,8 +202,8 @@ class PolicyService:
         if sender_address is None or recipient_address is None:
             return Decision(Verdict.DROP, "unknown account")
         keys = contact_keys(sender_address, self._catalogue)
-        if isinstance(self._store, PolicyViewReader):
-            view = await self._store.policy_view(recipient, sender, keys)
+        if self._views is not None:
+            view = await self._views.policy_view(recipient, sender, keys)
         else:
             view = await self._slow_view(recipient, sender, keys)
         return decide(

@@ -25,7 +25,7 @@ from typing import NewType, Protocol
 from uuid import UUID
 
 from kurir.server.storage.errors import RequestRefused
-from kurir.server.storage.records import OutgoingEnvelope
+from kurir.server.storage.records import Enqueued, OutgoingEnvelope
 from kurir.server.types import AccountId, DeviceId, DeviceRef
 from kurir.wire.address import Address
 
@@ -213,14 +213,15 @@ class GroupStore(Protocol):
         now: int,
         expires_at: int,
         cap: int,
-    ) -> list[DeviceRef]:
+    ) -> Enqueued:
         """Enqueue ``envelope`` (its recipient fields are ignored) for every device of every
         member except ``sender``, in the same transaction that checks the membership: the
         mailbox rules of :meth:`MailboxStore.enqueue` (idempotent per device on the dedupe
         key, all or nothing, ``cap``), for the whole group at once.
 
         Returns:
-            The devices that received a new envelope.
+            The devices that received a new envelope, with the envelopes where the engine
+            reports them (see :meth:`MailboxStore.enqueue`).
 
         Raises:
             UnknownGroup: no such group, or the sender is not a member.

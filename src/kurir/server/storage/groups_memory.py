@@ -23,7 +23,7 @@ from kurir.server.storage.groups import (
     UnknownMember,
 )
 from kurir.server.storage.protocols import AccountStore, MailboxStore
-from kurir.server.storage.records import OutgoingEnvelope
+from kurir.server.storage.records import Enqueued, OutgoingEnvelope
 from kurir.server.types import AccountId, DeviceRef
 
 __all__ = ["MemoryGroupStore"]
@@ -199,7 +199,7 @@ class MemoryGroupStore:
         now: int,
         expires_at: int,
         cap: int,
-    ) -> list[DeviceRef]:
+    ) -> Enqueued:
         # the in-memory stores never suspend inside a call: check and enqueue are one step
         refs = await self.fanout_devices(group_id, sender.account_id)
         copies = [

@@ -25,7 +25,8 @@ from kurir.server.storage.groups import (
     UnknownGroup,
     UnknownMember,
 )
-from kurir.server.storage.records import OutgoingEnvelope
+from kurir.server.storage.records import Enqueued, OutgoingEnvelope, StoredEnvelope
+from kurir.server.storage.sqlite_cache import write_quiet
 from kurir.server.storage.sqlite_db import Database
 from kurir.server.types import AccountId, DeviceId, DeviceRef
 from kurir.wire.address import Address
@@ -301,11 +302,11 @@ class SqliteGroupStore:
         now: int,
         expires_at: int,
         cap: int,
-    ) -> list[DeviceRef]:
+    ) -> Enqueued:
         group = str(group_id)
         me = (str(sender.account_id), int(sender.device_id))
 
-        def op(conn: sqlite3.Connection) -> list[DeviceRef]:
+        def op(conn: sqlite3.Connection) -> Enqueued:
             _require_member(conn, group, me[0])
             # set-based: a handful of statements for the whole group, not five per device
             everyone = [
@@ -330,7 +331,7 @@ class SqliteGroupStore:
             }
             wanted = {t for t in everyone if t != me and t not in done}
             if not wanted:
-                return []
+                return Enqueued()
             full = [
                 DeviceRef(_aid(r[0]), DeviceId(int(r[1])))
                 for r in conn.execute(
@@ -384,9 +385,24 @@ class SqliteGroupStore:
                     if (a, d) in wanted
                 ],
             )
-            return [DeviceRef(_aid(a), DeviceId(d)) for a, d, _ in seqs if (a, d) in wanted]
+            queued: dict[DeviceRef, list[StoredEnvelope]] = {}
+            for a, d, seq in seqs:
+                if (a, d) in wanted:
+                    stored = StoredEnvelope(
+                        seq,
+                        envelope.type,
+                        envelope.source,
+                        envelope.source_device,
+                        envelope.source_address,
+                        envelope.message_id,
+                        envelope.timestamp,
+                        now,
+                        envelope.body,
+                    )
+                    queued[DeviceRef(_aid(a), DeviceId(d))] = [stored]
+            return Enqueued(queued, queued)
 
-        return await self._db.write(op)
+        return await write_quiet(self._db, op)
 
     async def fanout_devices(self, group_id: GroupId, sender: AccountId) -> list[DeviceRef]:
         group = str(group_id)

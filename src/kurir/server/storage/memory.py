@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from kurir.server.storage.codes_memory import MemoryCodeStore
 from kurir.server.storage.errors import (
     IdentityKeyChanged,
     KeysNotSet,
@@ -25,12 +26,14 @@ from kurir.server.storage.records import (
     AccountRecord,
     DeviceKeys,
     DeviceRecord,
+    Enqueued,
     KeyBundle,
     KeyCounts,
     KeyUpdate,
     NewDevice,
     OneTimeKey,
     OutgoingEnvelope,
+    SendCount,
     SignedKey,
     StoredEnvelope,
     receipt_dedupe_key,
@@ -222,20 +225,33 @@ class _Keys:
 
 
 class _Mailboxes:
-    def __init__(self, state: _State) -> None:
+    def __init__(self, state: _State, metadata: MemoryMetadataStore) -> None:
         self._s = state
+        self._metadata = metadata
 
     def _box(self, account_id: AccountId, device_id: DeviceId) -> _Mailbox | None:
         return self._s.mailboxes.get(DeviceRef(account_id, device_id))
 
     async def enqueue(
-        self, envelopes: Sequence[OutgoingEnvelope], *, now: int, expires_at: int, cap: int
-    ) -> list[DeviceRef]:
-        return self._enqueue(envelopes, now=now, expires_at=expires_at, cap=cap)
+        self,
+        envelopes: Sequence[OutgoingEnvelope],
+        *,
+        now: int,
+        expires_at: int,
+        cap: int,
+        count: SendCount | None = None,
+    ) -> Enqueued:
+        queued = self._enqueue(envelopes, now=now, expires_at=expires_at, cap=cap)
+        if queued and count is not None:
+            # never suspends: the counts land in the same step as the envelopes
+            await self._metadata.record_send(
+                count.sender, count.recipient, recipient_state=count.recipient_state, now=now
+            )
+        return queued
 
     def _enqueue(
         self, envelopes: Sequence[OutgoingEnvelope], *, now: int, expires_at: int, cap: int | None
-    ) -> list[DeviceRef]:
+    ) -> Enqueued:
         todo: list[tuple[_Mailbox, DeviceRef, OutgoingEnvelope]] = []
         added: dict[DeviceRef, int] = {}
         full: list[DeviceRef] = []
@@ -257,7 +273,7 @@ class _Mailboxes:
             todo.append((box, ref, env))
         if full:
             raise MailboxFull(full)
-        woken: list[DeviceRef] = []
+        queued: dict[DeviceRef, list[StoredEnvelope]] = {}
         for box, ref, env in todo:
             box.last_seq += 1
             stored = StoredEnvelope(
@@ -273,9 +289,8 @@ class _Mailboxes:
             )
             box.envelopes[box.last_seq] = (stored, env.dedupe_key, expires_at)
             box.queued[env.dedupe_key] = box.last_seq
-            if ref not in woken:
-                woken.append(ref)
-        return woken
+            queued.setdefault(ref, []).append(stored)
+        return Enqueued(queued, queued)
 
     async def fetch(
         self, account_id: AccountId, device_id: DeviceId, *, after_seq: int, limit: int, now: int
@@ -304,10 +319,10 @@ class _Mailboxes:
         now: int,
         expires_at: int,
         receipt_source_address: str | None,
-    ) -> list[DeviceRef]:
+    ) -> Enqueued:
         box = self._box(account_id, device_id)
         if box is None:
-            return []
+            return Enqueued()
         receipts: list[OutgoingEnvelope] = []
         for seq in seqs:
             entry = box.envelopes.pop(seq, None)
@@ -363,9 +378,12 @@ class MemoryEngine:
 
     def __init__(self) -> None:
         state = _State()
-        accounts, mailboxes = _Accounts(state), _Mailboxes(state)
+        metadata = MemoryMetadataStore()
+        accounts, mailboxes = _Accounts(state), _Mailboxes(state, metadata)
         groups = MemoryGroupStore(accounts, mailboxes)
-        self._storage = Storage(accounts, _Keys(state), mailboxes, groups, MemoryMetadataStore())
+        self._storage = Storage(
+            accounts, _Keys(state), mailboxes, groups, metadata, codes=MemoryCodeStore()
+        )
 
     @property
     def storage(self) -> Storage:

@@ -27,7 +27,7 @@ from kurir.server.storage.metadata_records import (
 from kurir.server.storage.sqlite_db import Database
 from kurir.server.types import AccountId, DeviceId
 
-__all__ = ["REPORT_TABLES", "SqliteMetadataStore"]
+__all__ = ["REPORT_TABLES", "SqliteMetadataStore", "record_send_in"]
 
 _CONVERSATION = (
     "account_id, peer_account, state, archived, muted, sound, sent_count, received_count,"
@@ -74,6 +74,52 @@ def _upsert_conversation(
         " VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_id, peer_account) DO NOTHING",
         (owner, peer, state.value, now, now),
     )
+
+
+def record_send_in(
+    conn: sqlite3.Connection,
+    sender: str,
+    recipient: str,
+    recipient_state: ConversationState,
+    now: int,
+) -> bool:
+    """``record_send`` inside the caller's transaction (the mailbox enqueue's, so that a
+    message and its counts commit together).
+
+    Returns:
+        Whether a conversation's state changed (a side was created, or the sender's side
+        became accepted); only the counts and times change otherwise.
+    """
+    accepted = ConversationState.ACCEPTED.value
+    changed = False
+    # the usual case first: both sides exist and the sender's is accepted (two statements)
+    if not conn.execute(
+        "UPDATE conversations SET sent_count = sent_count + 1, last_activity = ?"
+        " WHERE account_id = ? AND peer_account = ? AND state = ?",
+        (now, sender, recipient, accepted),
+    ).rowcount:
+        changed = True
+        conn.execute(
+            "INSERT INTO conversations (account_id, peer_account, state, sent_count,"
+            " created_at, last_activity) VALUES (?, ?, ?, 1, ?, ?)"
+            " ON CONFLICT (account_id, peer_account) DO UPDATE SET state = excluded.state,"
+            " sent_count = conversations.sent_count + 1, last_activity = excluded.last_activity",
+            (sender, recipient, accepted, now, now),
+        )
+    if not conn.execute(
+        "UPDATE conversations SET received_count = received_count + 1, last_activity = ?,"
+        " archived = CASE WHEN EXISTS (SELECT 1 FROM account_settings s"
+        " WHERE s.account_id = conversations.account_id AND s.unarchive_on_message = 1)"
+        " THEN 0 ELSE archived END WHERE account_id = ? AND peer_account = ?",
+        (now, recipient, sender),
+    ).rowcount:
+        changed = True
+        conn.execute(
+            "INSERT INTO conversations (account_id, peer_account, state, received_count,"
+            " created_at, last_activity) VALUES (?, ?, ?, 1, ?, ?)",
+            (recipient, sender, recipient_state.value, now, now),
+        )
+    return changed
 
 
 class SqliteMetadataStore:
@@ -305,24 +351,7 @@ class SqliteMetadataStore:
     ) -> None:
         """See :class:`MetadataStore`."""
         me, them = str(sender), str(recipient)
-
-        def op(conn: sqlite3.Connection) -> None:
-            _upsert_conversation(conn, me, them, ConversationState.ACCEPTED, now)
-            conn.execute(
-                "UPDATE conversations SET state = ?, sent_count = sent_count + 1,"
-                " last_activity = ? WHERE account_id = ? AND peer_account = ?",
-                (ConversationState.ACCEPTED.value, now, me, them),
-            )
-            _upsert_conversation(conn, them, me, recipient_state, now)
-            conn.execute(
-                "UPDATE conversations SET received_count = received_count + 1,"
-                " last_activity = ?, archived = CASE WHEN EXISTS (SELECT 1 FROM account_settings"
-                " s WHERE s.account_id = conversations.account_id AND s.unarchive_on_message = 1)"
-                " THEN 0 ELSE archived END WHERE account_id = ? AND peer_account = ?",
-                (now, them, me),
-            )
-
-        await self._db.write(op)
+        await self._db.write(lambda conn: record_send_in(conn, me, them, recipient_state, now))
 
     async def replace_contacts(
         self, account_id: AccountId, entries: Sequence[str], *, now: int

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from kurir.server.storage.codes_postgres import PgCodeStore
 from kurir.server.storage.errors import (
     IdentityKeyChanged,
     KeysNotSet,
@@ -407,7 +408,9 @@ class PostgresEngine:
         self._mailboxes = PgMailboxes(db, writers=writers)
         groups = PgGroupStore(db, self._mailboxes)
         self._metadata = metadata = PgMetadataStore(db)
-        self._storage = Storage(_Accounts(db), _Keys(db), self._mailboxes, groups, metadata)
+        self._storage = Storage(
+            _Accounts(db), _Keys(db), self._mailboxes, groups, metadata, codes=PgCodeStore(db)
+        )
 
     @classmethod
     async def open(

@@ -26,7 +26,7 @@ from kurir.server.storage.groups import (
 )
 from kurir.server.storage.postgres_db import Conn, PgDatabase
 from kurir.server.storage.postgres_mailbox import PgMailboxes
-from kurir.server.storage.records import OutgoingEnvelope
+from kurir.server.storage.records import Enqueued, OutgoingEnvelope
 from kurir.server.types import AccountId, DeviceId, DeviceRef
 from kurir.wire.address import Address
 
@@ -325,7 +325,7 @@ class PgGroupStore:
         now: int,
         expires_at: int,
         cap: int,
-    ) -> list[DeviceRef]:
+    ) -> Enqueued:
         """See :meth:`~kurir.server.storage.groups.GroupStore.fan_out`."""
 
         async def resolve(conn: Conn) -> list[OutgoingEnvelope]:

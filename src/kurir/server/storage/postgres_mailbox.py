@@ -29,9 +29,12 @@ from typing import Any
 from kurir.server.storage.errors import MailboxFull, RequestRefused, UnknownDevice
 from kurir.server.storage.postgres_batch import GroupCommit
 from kurir.server.storage.postgres_db import Conn, PgDatabase
+from kurir.server.storage.postgres_metadata import count_sends
 from kurir.server.storage.records import (
     RECEIPT_TYPE,
+    Enqueued,
     OutgoingEnvelope,
+    SendCount,
     StoredEnvelope,
     receipt_dedupe_key,
 )
@@ -55,6 +58,7 @@ class _Enqueue:
     expires_at: int
     cap: int
     resolve: Resolve | None = None
+    count: SendCount | None = None
 
 
 @dataclass(eq=False)
@@ -83,7 +87,7 @@ class _Request:
 
 @dataclass
 class _Outcome:
-    woken: list[DeviceRef] = field(default_factory=list)
+    woken: Enqueued = field(default_factory=Enqueued)
     error: Exception | None = None
 
 
@@ -253,7 +257,7 @@ class _MailboxState:
             todo.append(env)
         if full:
             return _Outcome(error=MailboxFull(full))
-        woken: list[DeviceRef] = []
+        queued: dict[DeviceRef, list[StoredEnvelope]] = {}
         for env in todo:
             ref = _ref(env)
             self.queued.add((ref, env.dedupe_key))
@@ -277,9 +281,20 @@ class _MailboxState:
                     env.body,
                 )
             )
-            if ref not in woken:
-                woken.append(ref)
-        return _Outcome(woken)
+            queued.setdefault(ref, []).append(
+                StoredEnvelope(
+                    seq,
+                    env.type,
+                    env.source,
+                    env.source_device,
+                    env.source_address,
+                    env.message_id,
+                    env.timestamp,
+                    request.now,
+                    env.body,
+                )
+            )
+        return _Outcome(Enqueued(queued, queued))
 
     async def write(self, conn: Conn) -> None:
         if not self.rows:
@@ -307,7 +322,7 @@ async def _resolve(conn: Conn, op: _Enqueue) -> _Request | _Outcome:
     return _Request(found, op.now, op.expires_at, op.cap, strict=True)
 
 
-async def _apply_batch(conn: Conn, batch: Sequence[_Op]) -> list[list[DeviceRef] | Exception]:
+async def _apply_batch(conn: Conn, batch: Sequence[_Op]) -> list[Enqueued | Exception]:
     """The whole batch, in one transaction: acknowledgements first, then every enqueue."""
     acks = [op for op in batch if isinstance(op, _Ack)]
     receipts = dict(zip(acks, await _delete_acknowledged(conn, acks), strict=True))
@@ -322,6 +337,14 @@ async def _apply_batch(conn: Conn, batch: Sequence[_Op]) -> list[list[DeviceRef]
     await state.load(conn, [r for r in requests if isinstance(r, _Request)])
     outcomes = [state.admit(r) if isinstance(r, _Request) else r for r in requests]
     await state.write(conn)
+    await count_sends(
+        conn,
+        [
+            (op.count, op.now)
+            for op, o in zip(batch, outcomes, strict=True)
+            if isinstance(op, _Enqueue) and op.count is not None and o.error is None and o.woken
+        ],
+    )
     return [o.woken if o.error is None else o.error for o in outcomes]
 
 
@@ -330,7 +353,7 @@ class PgMailboxes:
 
     def __init__(self, db: PgDatabase, *, writers: int = 2) -> None:
         self._db = db
-        self._commit: GroupCommit[_Op, list[DeviceRef]] = GroupCommit(
+        self._commit: GroupCommit[_Op, Enqueued] = GroupCommit(
             db, _apply_batch, writers=writers, name="mailbox-writer"
         )
 
@@ -340,16 +363,22 @@ class PgMailboxes:
         return self._commit.batches
 
     async def enqueue(
-        self, envelopes: Sequence[OutgoingEnvelope], *, now: int, expires_at: int, cap: int
-    ) -> list[DeviceRef]:
+        self,
+        envelopes: Sequence[OutgoingEnvelope],
+        *,
+        now: int,
+        expires_at: int,
+        cap: int,
+        count: SendCount | None = None,
+    ) -> Enqueued:
         """See :meth:`~kurir.server.storage.protocols.MailboxStore.enqueue`."""
         if not envelopes:
-            return []
-        return await self._commit.submit(_Enqueue(envelopes, now, expires_at, cap))
+            return Enqueued()
+        return await self._commit.submit(_Enqueue(envelopes, now, expires_at, cap, None, count))
 
     async def enqueue_resolved(
         self, resolve: Resolve, *, now: int, expires_at: int, cap: int
-    ) -> list[DeviceRef]:
+    ) -> Enqueued:
         """Like :meth:`enqueue`, with the envelopes found by ``resolve`` inside the same
         (group-committed) transaction, so what decides the recipients and the enqueue are one
         atomic step.
@@ -368,11 +397,11 @@ class PgMailboxes:
         now: int,
         expires_at: int,
         receipt_source_address: str | None,
-    ) -> list[DeviceRef]:
+    ) -> Enqueued:
         """See :meth:`~kurir.server.storage.protocols.MailboxStore.acknowledge`."""
         unique = list(dict.fromkeys(seqs))
         if not unique:
-            return []
+            return Enqueued()
         op = _Ack(DeviceRef(account_id, device_id), unique, now, expires_at, receipt_source_address)
         return await self._commit.submit(op)
 

@@ -29,9 +29,10 @@ from kurir.server.storage.metadata_records import (
 from kurir.server.storage.metadata_sqlite import REPORT_TABLES
 from kurir.server.storage.postgres_batch import GroupCommit
 from kurir.server.storage.postgres_db import Conn, PgDatabase
+from kurir.server.storage.records import SendCount
 from kurir.server.types import AccountId, DeviceId
 
-__all__ = ["PG_REPORT_TABLES", "PgMetadataStore"]
+__all__ = ["PG_REPORT_TABLES", "PgMetadataStore", "count_sends"]
 
 _CONVERSATION: Final = (
     "account_id, peer_account, state, archived, muted, sound, sent_count, received_count,"
@@ -97,6 +98,15 @@ class _Side:
     last_activity: int
     sent: int = 0
     received: int = 0
+
+
+async def count_sends(conn: Conn, counts: Sequence[tuple[SendCount, int]]) -> None:
+    """``record_send`` for each (count, now) inside the caller's transaction (the mailbox
+    enqueue's, so that messages and their counts commit together)."""
+    if counts:
+        await _apply_sends(
+            conn, [_Send(c.sender, c.recipient, c.recipient_state, now) for c, now in counts]
+        )
 
 
 async def _apply_sends(conn: Conn, sends: Sequence[_Send]) -> list[Exception | None]:

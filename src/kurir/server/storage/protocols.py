@@ -12,19 +12,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from kurir.server.storage.codes import CodeStore
 from kurir.server.storage.groups import GroupStore
 from kurir.server.storage.metadata_protocols import MetadataStore
 from kurir.server.storage.records import (
     AccountRecord,
     DeviceRecord,
+    Enqueued,
     KeyBundle,
     KeyCounts,
     KeyUpdate,
     NewDevice,
     OutgoingEnvelope,
+    SendCount,
     StoredEnvelope,
 )
-from kurir.server.types import AccountId, DeviceId, DeviceRef
+from kurir.server.types import AccountId, DeviceId
 from kurir.wire.address import Address
 
 __all__ = ["AccountStore", "KeyStore", "MailboxStore", "Storage", "StorageEngine"]
@@ -125,15 +128,24 @@ class MailboxStore(Protocol):
     """Per-device durable envelope queues."""
 
     async def enqueue(
-        self, envelopes: Sequence[OutgoingEnvelope], *, now: int, expires_at: int, cap: int
-    ) -> list[DeviceRef]:
+        self,
+        envelopes: Sequence[OutgoingEnvelope],
+        *,
+        now: int,
+        expires_at: int,
+        cap: int,
+        count: SendCount | None = None,
+    ) -> Enqueued:
         """Enqueue all envelopes atomically, idempotent on (recipient device, dedupe key).
 
         An envelope whose dedupe key is queued, or was acknowledged and its record has not
-        expired yet, is not enqueued again.
+        expired yet, is not enqueued again. When ``count`` is given and at least one envelope
+        was added, the conversation counts are written in the same transaction
+        (``MetadataStore.record_send``), so a crash can neither lose nor double them.
 
         Returns:
-            The devices that received a new envelope (to wake their connections).
+            The devices that received a new envelope (to wake their connections), with the
+            new envelopes and their seqs where the engine reports them (:class:`Enqueued`).
 
         Raises:
             UnknownDevice: A recipient device does not exist; nothing was enqueued.
@@ -160,13 +172,13 @@ class MailboxStore(Protocol):
         now: int,
         expires_at: int,
         receipt_source_address: str | None,
-    ) -> list[DeviceRef]:
+    ) -> Enqueued:
         """Delete acknowledged envelopes and, in the same transaction, enqueue a delivery
         receipt (type 5) to the sender device of each that has a known sender and is not
         itself a receipt. Unknown seqs are ignored. Receipts are not refused by the cap.
 
         Returns:
-            The devices that received a receipt.
+            The devices that received a receipt, with the receipts (:class:`Enqueued`).
         """
         ...
 
@@ -196,6 +208,10 @@ class Storage:
     metadata: MetadataStore | None = None
     """Blocks, settings, conversations, contacts, profiles, push (issue 5); ``None`` for an
     engine without the tables of migration 0004 (the server then keeps them in memory)."""
+    codes: CodeStore | None = None
+    """Pending verification and device-link codes (issue 7, migration 0005), shared by every
+    node of the engine; ``None`` for an engine without them (the server keeps them in memory,
+    which only works for a single node)."""
 
 
 class StorageEngine(Protocol):

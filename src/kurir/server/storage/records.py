@@ -6,21 +6,25 @@ ciphertext the server cannot read.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from kurir.server.types import AccountId, DeviceId
+from kurir.server.storage.metadata_records import ConversationState
+from kurir.server.types import AccountId, DeviceId, DeviceRef
 from kurir.wire.address import Address
 
 __all__ = [
     "AccountRecord",
     "DeviceKeys",
     "DeviceRecord",
+    "Enqueued",
     "KeyBundle",
     "KeyCounts",
     "KeyUpdate",
     "NewDevice",
     "OneTimeKey",
     "OutgoingEnvelope",
+    "SendCount",
     "SignedKey",
     "StoredEnvelope",
 ]
@@ -149,6 +153,40 @@ class StoredEnvelope:
     timestamp: int
     server_timestamp: int
     body: bytes = field(repr=False)
+
+
+class Enqueued(list[DeviceRef]):
+    """What an enqueue committed: the devices that got a new envelope, in first-enqueue order
+    (it *is* that list), and the new envelopes themselves with their seqs.
+
+    ``envelopes`` maps each device to its new envelopes in seq order. An engine that does not
+    report them leaves it empty; the connections then read the mailbox (a wake-up), which is
+    always correct. The connection registry hands reported envelopes straight to a live
+    connection (no mailbox read), see :mod:`kurir.server.ws`.
+    """
+
+    __slots__ = ("envelopes",)
+
+    def __init__(
+        self,
+        devices: Iterable[DeviceRef] = (),
+        envelopes: Mapping[DeviceRef, Sequence[StoredEnvelope]] | None = None,
+    ) -> None:
+        super().__init__(devices)
+        self.envelopes: Mapping[DeviceRef, Sequence[StoredEnvelope]] = (
+            {} if envelopes is None else envelopes
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SendCount:
+    """The per-conversation counts of one 1:1 send, written in the enqueue's transaction
+    (``MetadataStore.record_send`` semantics) when the enqueue added at least one envelope.
+    """
+
+    sender: AccountId
+    recipient: AccountId
+    recipient_state: ConversationState
 
 
 RECEIPT_TYPE = 5

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from kurir.server.storage.codes_sqlite import SqliteCodeStore
 from kurir.server.storage.errors import (
     IdentityKeyChanged,
     KeysNotSet,
@@ -21,22 +22,30 @@ from kurir.server.storage.errors import (
     UnknownDevice,
 )
 from kurir.server.storage.groups_sqlite import SqliteGroupStore
-from kurir.server.storage.metadata_sqlite import SqliteMetadataStore
+from kurir.server.storage.metadata_sqlite import SqliteMetadataStore, record_send_in
 from kurir.server.storage.protocols import Storage
 from kurir.server.storage.records import (
     RECEIPT_TYPE,
     AccountRecord,
     DeviceKeys,
     DeviceRecord,
+    Enqueued,
     KeyBundle,
     KeyCounts,
     KeyUpdate,
     NewDevice,
     OneTimeKey,
     OutgoingEnvelope,
+    SendCount,
     SignedKey,
     StoredEnvelope,
     receipt_dedupe_key,
+)
+from kurir.server.storage.sqlite_cache import (
+    CachedMetadataStore,
+    ReadCache,
+    WatchedDatabase,
+    write_quiet,
 )
 from kurir.server.storage.sqlite_db import Database
 from kurir.server.types import PRIMARY_DEVICE, AccountId, DeviceId, DeviceRef
@@ -83,8 +92,9 @@ def _envelope(row: Any) -> StoredEnvelope:
 
 
 class _Accounts:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, cache: ReadCache | None = None) -> None:
         self._db = db
+        self._cache = cache
 
     async def register(
         self, address: Address, *, new_account_id: AccountId, device: NewDevice, now: int
@@ -199,6 +209,18 @@ class _Accounts:
         return await self._db.read(op)
 
     async def list_devices(self, account_id: AccountId) -> list[DeviceRecord]:
+        cache = self._cache
+        if cache is None:
+            return await self._list_devices(account_id)
+        found = cache.devices(account_id)
+        if found is not None:
+            return found
+        token = cache.token()
+        devices = await self._list_devices(account_id)
+        cache.put_devices(account_id, devices, token)
+        return devices
+
+    async def _list_devices(self, account_id: AccountId) -> list[DeviceRecord]:
         def op(conn: sqlite3.Connection) -> list[DeviceRecord]:
             rows = conn.execute(
                 f"SELECT {_DEVICE_COLUMNS} FROM devices"  # noqa: S608
@@ -308,7 +330,7 @@ class _Keys:
                     [(*where, k.key_id, k.public_key, k.signature) for k in update.pq_one_time],
                 )
 
-        await self._db.write(op)
+        await write_quiet(self._db, op)
 
     async def count_one_time(self, account_id: AccountId, device_id: DeviceId) -> KeyCounts:
         where = (str(account_id), device_id)
@@ -393,7 +415,23 @@ class _Keys:
                 )
             return KeyBundle(identity, tuple(handed)) if handed else None
 
-        return await self._db.write(op)
+        return await write_quiet(self._db, op)
+
+
+_ACK_CHUNK = 500
+"""Seqs deleted per statement (SQLite limits the parameters of one statement)."""
+_PROBE = (
+    "SELECT d.last_seq,"
+    " EXISTS (SELECT 1 FROM envelopes e WHERE e.account_id = d.account_id"
+    " AND e.device_id = d.device_id AND e.dedupe_key = ?1)"
+    " OR EXISTS (SELECT 1 FROM delivered x WHERE x.account_id = d.account_id"
+    " AND x.device_id = d.device_id AND x.dedupe_key = ?1 AND x.expires_at > ?2),"
+    " CASE WHEN ?3 THEN (SELECT COUNT(*) FROM envelopes e WHERE e.account_id = d.account_id"
+    " AND e.device_id = d.device_id) ELSE 0 END"
+    " FROM devices d WHERE d.account_id = ?4 AND d.device_id = ?5"
+)
+"""One read per envelope: the device's last seq (no row: no such device), whether the dedupe
+key is queued or was delivered (unexpired record), and, when capped, the mailbox size."""
 
 
 def _enqueue(
@@ -403,53 +441,48 @@ def _enqueue(
     now: int,
     expires_at: int,
     cap: int | None,
-) -> list[DeviceRef]:
-    todo: list[OutgoingEnvelope] = []
+    strict: bool = True,
+) -> Enqueued:
+    """Enqueue inside the caller's transaction (see ``MailboxStore.enqueue``); ``strict``
+    False skips envelopes to devices that do not exist instead of refusing them all."""
+    todo: list[tuple[DeviceRef, str, OutgoingEnvelope]] = []
     seen: set[tuple[DeviceRef, bytes]] = set()
+    last: dict[DeviceRef, int] = {}
     added: dict[DeviceRef, int] = {}
     full: list[DeviceRef] = []
     for env in envelopes:
         ref = DeviceRef(env.account_id, env.device_id)
-        where = (str(env.account_id), env.device_id)
-        if not _device_exists(conn, *where):
-            raise UnknownDevice("no such recipient device")
-        if (ref, env.dedupe_key) in seen:
-            continue
-        dup = conn.execute(
-            "SELECT 1 FROM envelopes WHERE account_id = ? AND device_id = ? AND dedupe_key = ?"
-            " UNION ALL SELECT 1 FROM delivered"
-            " WHERE account_id = ? AND device_id = ? AND dedupe_key = ? AND expires_at > ?",
-            (*where, env.dedupe_key, *where, env.dedupe_key, now),
+        account = str(env.account_id)
+        row = conn.execute(
+            _PROBE, (env.dedupe_key, now, cap is not None, account, env.device_id)
         ).fetchone()
-        if dup is not None:
+        if row is None:
+            if strict:
+                raise UnknownDevice("no such recipient device")
             continue
-        if cap is not None:
-            count = conn.execute(
-                "SELECT COUNT(*) FROM envelopes WHERE account_id = ? AND device_id = ?", where
-            ).fetchone()[0]
-            if int(count) + added.get(ref, 0) >= cap:
-                if ref not in full:
-                    full.append(ref)
-                continue
+        if (ref, env.dedupe_key) in seen or row[1]:
+            continue
+        if cap is not None and int(row[2]) + added.get(ref, 0) >= cap:
+            if ref not in full:
+                full.append(ref)
+            continue
         seen.add((ref, env.dedupe_key))
+        last.setdefault(ref, int(row[0]))
         added[ref] = added.get(ref, 0) + 1
-        todo.append(env)
+        todo.append((ref, account, env))
     if full:
         raise MailboxFull(full)
-    woken: list[DeviceRef] = []
-    for env in todo:
-        where = (str(env.account_id), env.device_id)
-        seq = conn.execute(
-            "UPDATE devices SET last_seq = last_seq + 1 WHERE account_id = ? AND device_id = ?"
-            " RETURNING last_seq",
-            where,
-        ).fetchone()[0]
-        conn.execute(
-            "INSERT INTO envelopes (account_id, device_id, seq, dedupe_key, type,"
-            " source_account, source_device, source_address, message_id, client_timestamp,"
-            " server_timestamp, expires_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    if not todo:
+        return Enqueued()
+    queued: dict[DeviceRef, list[StoredEnvelope]] = {}
+    rows: list[tuple[object, ...]] = []
+    for ref, account, env in todo:
+        seq = last[ref] + 1
+        last[ref] = seq
+        rows.append(
             (
-                *where,
+                account,
+                env.device_id,
                 seq,
                 env.dedupe_key,
                 env.type,
@@ -461,24 +494,59 @@ def _enqueue(
                 now,
                 expires_at,
                 env.body,
-            ),
+            )
         )
-        ref = DeviceRef(env.account_id, env.device_id)
-        if ref not in woken:
-            woken.append(ref)
-    return woken
+        stored = StoredEnvelope(
+            seq,
+            env.type,
+            env.source,
+            env.source_device,
+            env.source_address,
+            env.message_id,
+            env.timestamp,
+            now,
+            env.body,
+        )
+        queued.setdefault(ref, []).append(stored)
+    conn.executemany(
+        "UPDATE devices SET last_seq = ? WHERE account_id = ? AND device_id = ?",
+        [(seq, str(ref.account_id), ref.device_id) for ref, seq in last.items()],
+    )
+    conn.executemany(
+        "INSERT INTO envelopes (account_id, device_id, seq, dedupe_key, type,"
+        " source_account, source_device, source_address, message_id, client_timestamp,"
+        " server_timestamp, expires_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    return Enqueued(queued, queued)
 
 
 class _Mailboxes:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, cache: ReadCache | None = None) -> None:
         self._db = db
+        self._cache = cache
 
     async def enqueue(
-        self, envelopes: Sequence[OutgoingEnvelope], *, now: int, expires_at: int, cap: int
-    ) -> list[DeviceRef]:
-        return await self._db.write(
-            lambda conn: _enqueue(conn, envelopes, now=now, expires_at=expires_at, cap=cap)
-        )
+        self,
+        envelopes: Sequence[OutgoingEnvelope],
+        *,
+        now: int,
+        expires_at: int,
+        cap: int,
+        count: SendCount | None = None,
+    ) -> Enqueued:
+        def op(conn: sqlite3.Connection) -> tuple[Enqueued, bool]:
+            queued = _enqueue(conn, envelopes, now=now, expires_at=expires_at, cap=cap)
+            if not queued or count is None:
+                return queued, False
+            sender, recipient = str(count.sender), str(count.recipient)
+            return queued, record_send_in(conn, sender, recipient, count.recipient_state, now)
+
+        queued, changed = await write_quiet(self._db, op)
+        if changed and count is not None and self._cache is not None:
+            # a conversation was created or accepted: the pair's policy views changed
+            self._cache.forget_pair(count.sender, count.recipient)
+        return queued
 
     async def fetch(
         self, account_id: AccountId, device_id: DeviceId, *, after_seq: int, limit: int, now: int
@@ -513,48 +581,51 @@ class _Mailboxes:
         now: int,
         expires_at: int,
         receipt_source_address: str | None,
-    ) -> list[DeviceRef]:
+    ) -> Enqueued:
         where = (str(account_id), device_id)
 
-        def op(conn: sqlite3.Connection) -> list[DeviceRef]:
-            receipts: list[OutgoingEnvelope] = []
-            for seq in dict.fromkeys(seqs):
-                row = conn.execute(
-                    "DELETE FROM envelopes WHERE account_id = ? AND device_id = ? AND seq = ?"
-                    " RETURNING dedupe_key, expires_at, type, source_account, source_device,"
-                    " message_id, client_timestamp",
-                    (*where, seq),
-                ).fetchone()
-                if row is None:
-                    continue
-                key, env_expiry, type_, src, src_dev, mid, ts = row
-                conn.execute(
-                    "INSERT INTO delivered (account_id, device_id, dedupe_key, expires_at)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT (account_id, device_id, dedupe_key)"
-                    " DO UPDATE SET expires_at = excluded.expires_at",
-                    (*where, key, env_expiry),
+        def op(conn: sqlite3.Connection) -> Enqueued:
+            unique = list(dict.fromkeys(seqs))
+            rows: list[Any] = []
+            for start in range(0, len(unique), _ACK_CHUNK):
+                chunk = unique[start : start + _ACK_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                # only "?" placeholders are interpolated
+                rows += conn.execute(
+                    "DELETE FROM envelopes WHERE account_id = ? AND device_id = ?"  # noqa: S608
+                    f" AND seq IN ({marks}) RETURNING seq, dedupe_key, expires_at, type,"
+                    " source_account, source_device, message_id, client_timestamp",
+                    (*where, *chunk),
+                ).fetchall()
+            if not rows:
+                return Enqueued()
+            rows.sort(key=lambda r: int(r[0]))
+            conn.executemany(
+                "INSERT INTO delivered (account_id, device_id, dedupe_key, expires_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (account_id, device_id, dedupe_key)"
+                " DO UPDATE SET expires_at = excluded.expires_at",
+                [(*where, r[1], r[2]) for r in rows],
+            )
+            receipts = [
+                OutgoingEnvelope(
+                    _aid(src),
+                    DeviceId(int(src_dev)),
+                    receipt_dedupe_key(bytes(mid), account_id, device_id),
+                    RECEIPT_TYPE,
+                    account_id,
+                    device_id,
+                    receipt_source_address,
+                    bytes(mid),
+                    int(ts),
+                    b"",
                 )
-                if src is None or src_dev is None or int(type_) == RECEIPT_TYPE:
-                    continue
-                if not _device_exists(conn, str(src), int(src_dev)):
-                    continue
-                receipts.append(
-                    OutgoingEnvelope(
-                        _aid(src),
-                        DeviceId(int(src_dev)),
-                        receipt_dedupe_key(bytes(mid), account_id, device_id),
-                        RECEIPT_TYPE,
-                        account_id,
-                        device_id,
-                        receipt_source_address,
-                        bytes(mid),
-                        int(ts),
-                        b"",
-                    )
-                )
-            return _enqueue(conn, receipts, now=now, expires_at=expires_at, cap=None)
+                for _, _, _, type_, src, src_dev, mid, ts in rows
+                if src is not None and src_dev is not None and int(type_) != RECEIPT_TYPE
+            ]
+            # a gone sender device gets no receipt
+            return _enqueue(conn, receipts, now=now, expires_at=expires_at, cap=None, strict=False)
 
-        return await self._db.write(op)
+        return await write_quiet(self._db, op)
 
     async def expire(self, now: int) -> int:
         def op(conn: sqlite3.Connection) -> int:
@@ -570,7 +641,7 @@ class _Mailboxes:
             conn.execute("DELETE FROM delivered WHERE expires_at <= ?", (now,))
             return int(deleted)
 
-        return await self._db.write(op)
+        return await write_quiet(self._db, op)
 
     async def take_expired_count(self, account_id: AccountId, device_id: DeviceId) -> int:
         where = (str(account_id), device_id)
@@ -587,7 +658,7 @@ class _Mailboxes:
             )
             return int(row[0])
 
-        return await self._db.write(op)
+        return await write_quiet(self._db, op)
 
 
 class SqliteEngine:
@@ -595,8 +666,17 @@ class SqliteEngine:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        # the send path's reads are cached when this process watches every write
+        cache = ReadCache(db) if isinstance(db, WatchedDatabase) else None
         self._storage = Storage(
-            _Accounts(db), _Keys(db), _Mailboxes(db), SqliteGroupStore(db), SqliteMetadataStore(db)
+            _Accounts(db, cache),
+            _Keys(db),
+            _Mailboxes(db, cache),
+            SqliteGroupStore(db),
+            SqliteMetadataStore(db)
+            if cache is None or not isinstance(db, WatchedDatabase)
+            else CachedMetadataStore(db, cache),
+            codes=SqliteCodeStore(db),  # issue 7: shared pending codes
         )
 
     @classmethod
@@ -606,7 +686,7 @@ class SqliteEngine:
         Raises:
             SchemaTooNew: The file was written by a newer kurir.
         """
-        return cls(Database.open(path))
+        return cls(WatchedDatabase.open(path))
 
     @property
     def storage(self) -> Storage:

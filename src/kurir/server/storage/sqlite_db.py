@@ -1,11 +1,21 @@
-"""The SQLite database: one writer thread with group commit, one reader thread, migrations.
+"""The SQLite database: one writer thread with group commit, reads on the loop, migrations.
 
 This module owns the connection lifecycle of the embedded engine. All writes run on ONE
-dedicated thread: it takes every queued operation, runs each inside its own SAVEPOINT of a
-single transaction, COMMITs once (group commit), and only then resolves the callers'
-futures, so a caller's ``await`` returns after its change is on disk. Reads run on a separate
-thread with its own WAL connection. It knows nothing of accounts or mailboxes: operations
-are plain callables over a :class:`sqlite3.Connection`.
+dedicated thread: it takes every queued operation, runs the batch in a single transaction,
+COMMITs once (group commit), and only then resolves the callers' futures, so a caller's
+``await`` returns after its change is on disk. An operation that raises is isolated: the batch
+is rolled back and run again with each operation inside its own SAVEPOINT, so only the failing
+operation's changes are lost (the common, all-succeed batch pays no savepoint statements).
+
+Reads run synchronously on the calling event loop's thread, on their own WAL connection: a
+point read costs a few microseconds, far less than a hop to a thread and back. A read that
+runs longer than :data:`ON_LOOP_VM_STEPS` SQLite instructions is interrupted and run again on
+the bulk-reader thread (its own connection), so no read stalls the loop for long;
+:meth:`Database.read_bulk` goes there directly for reads known to be large. Every connection is
+in autocommit mode, so each read statement sees every transaction committed before it started.
+
+It knows nothing of accounts or mailboxes: operations are plain callables over a
+:class:`sqlite3.Connection`.
 """
 
 from __future__ import annotations
@@ -26,11 +36,15 @@ from typing import Final, Generic, TypeVar
 
 from kurir.server.storage.errors import SchemaTooNew, StorageError
 
-__all__ = ["Database", "check_schema", "load_migrations"]
+__all__ = ["ON_LOOP_VM_STEPS", "Database", "check_schema", "load_migrations"]
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
 _MAX_BATCH: Final = 256
+ON_LOOP_VM_STEPS: Final = 20_000
+"""SQLite instructions (per statement) a read may run on the event loop before it is moved to
+the bulk-reader thread; about a millisecond on the machine of ``docs/performance.md``
+(``bench/sqlite_io.py`` measures it)."""
 _MIGRATION_NAME: Final = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 
 
@@ -130,19 +144,40 @@ def _hand_back(outcomes: list[_Outcome]) -> None:
             loop.call_soon_threadsafe(_resolve, mine)
 
 
+def _failed_batch(
+    conn: sqlite3.Connection, batch: list[_Op[object]], exc: Exception
+) -> list[_Outcome]:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+    _log.error("storage transaction failed: %s", type(exc).__name__)
+    return [(op, None, StorageError("transaction failed")) for op in batch]
+
+
 class Database:
-    """An open SQLite database file with its writer and reader threads.
+    """An open SQLite database file with its writer and bulk-reader threads.
 
     Use :meth:`open` (blocking: runs migrations) and always :meth:`close`.
     """
 
-    def __init__(self, path: Path, writer: sqlite3.Connection, reader: sqlite3.Connection) -> None:
+    def __init__(
+        self,
+        path: Path,
+        writer: sqlite3.Connection,
+        reader: sqlite3.Connection,
+        bulk_reader: sqlite3.Connection,
+    ) -> None:
         self.path = path
         self._writer_conn = writer
         self._reader_conn = reader
+        self._bulk_conn = bulk_reader
+        # held while a read runs on ``reader``: a read from another thread, or one started
+        # while another is running, goes to the bulk thread instead of sharing the connection
+        self._reader_busy = threading.Lock()
+        self._overrun = False
+        reader.set_progress_handler(self._interrupt, ON_LOOP_VM_STEPS)
         self._queue: queue.SimpleQueue[_Op[object] | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="kurir-sqlite-writer")
-        self._reader = concurrent.futures.ThreadPoolExecutor(1, "kurir-sqlite-reader")
+        self._bulk = concurrent.futures.ThreadPoolExecutor(1, "kurir-sqlite-bulk")
         self._closed = False
         self._writer.start()
 
@@ -154,20 +189,24 @@ class Database:
             SchemaTooNew: The file was written by a newer kurir.
         """
         path.parent.mkdir(parents=True, exist_ok=True)
-        writer = _connect(path)
+        opened: list[sqlite3.Connection] = []
         try:
-            _migrate(writer, load_migrations())
-            reader = _connect(path)
+            opened.append(_connect(path))
+            _migrate(opened[0], load_migrations())
+            opened.append(_connect(path))
+            opened.append(_connect(path))
         except BaseException:
-            writer.close()
+            for conn in opened:
+                conn.close()
             raise
-        return cls(path, writer, reader)
+        return cls(path, *opened)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in the next group-committed transaction; return once committed.
 
         If ``fn`` raises, only its own changes are rolled back and the exception is re-raised
-        here; the other operations of the batch still commit.
+        here; the other operations of the batch still commit. ``fn`` may run more than once
+        (an earlier run rolled back), so it must change nothing outside the connection.
         """
         if self._closed:
             raise StorageError("database is closed")
@@ -176,11 +215,43 @@ class Database:
         return await future
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` on the reader connection (it sees every committed write)."""
+        """Run ``fn`` on the reader connection, on this thread; it sees every committed write.
+
+        ``fn`` must only read, and may run twice: a run longer than :data:`ON_LOOP_VM_STEPS`
+        instructions per statement is interrupted and ``fn`` runs again on the bulk thread.
+        """
         if self._closed:
             raise StorageError("database is closed")
-        conn = self._reader_conn
-        return await asyncio.wrap_future(self._reader.submit(fn, conn))
+        if not self._reader_busy.acquire(blocking=False):
+            return await self.read_bulk(fn)
+        try:
+            self._overrun = False
+            try:
+                result = fn(self._reader_conn)
+            except Exception:
+                if not self._overrun:
+                    raise
+            else:
+                if not self._overrun:
+                    return result
+        finally:
+            self._reader_busy.release()
+        return await self.read_bulk(fn)  # interrupted: too long for the event loop
+
+    async def read_bulk(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the bulk-reader thread's connection; it sees every committed write.
+
+        For reads that may return many rows or scan much (a transparency report, a large
+        mailbox fetch): they run off the event loop from the start.
+        """
+        if self._closed:
+            raise StorageError("database is closed")
+        return await asyncio.wrap_future(self._bulk.submit(fn, self._bulk_conn))
+
+    def _interrupt(self) -> int:
+        """SQLite progress handler of the reader connection: stop a read that runs too long."""
+        self._overrun = True
+        return 1
 
     def _write_loop(self) -> None:
         conn = self._writer_conn
@@ -215,11 +286,50 @@ class Database:
 
     @staticmethod
     def _run_batch(conn: sqlite3.Connection, batch: list[_Op[object]]) -> list[_Outcome]:
-        """Run ``batch`` in one transaction; return each operation's result or error."""
+        """Run ``batch`` in one transaction; return each operation's result or error.
+
+        Optimistic: the operations run back to back without savepoints. If one raises, the whole
+        transaction is rolled back and the batch runs again through :meth:`_run_isolated`, which
+        gives every operation its own savepoint and reports the first run's error for the failed
+        one (not running it again): the operations before it see the same state in both runs, so
+        the outcome is the one per-operation savepoints give. An operation may thus run twice,
+        its first run rolled back, and must change nothing outside the connection (as on
+        PostgreSQL, where a transaction may be retried).
+        """
         outcomes: list[_Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for op in batch:
+            for index, op in enumerate(batch):
+                try:
+                    result = op.fn(conn)
+                except Exception as exc:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    if len(batch) == 1:  # nothing else to keep
+                        return [(op, None, exc)]
+                    return Database._run_isolated(conn, batch, failed=index, error=exc)
+                outcomes.append((op, result, None))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            return _failed_batch(conn, batch, exc)
+        return outcomes
+
+    @staticmethod
+    def _run_isolated(
+        conn: sqlite3.Connection, batch: list[_Op[object]], *, failed: int, error: Exception
+    ) -> list[_Outcome]:
+        """Run ``batch`` in one transaction, each operation inside its own SAVEPOINT.
+
+        ``batch[failed]`` already raised ``error`` against the state the operations before it
+        leave: it is not run again, its error is its outcome.
+        """
+        outcomes: list[_Outcome] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for index, op in enumerate(batch):
+                if index == failed:
+                    outcomes.append((op, None, error))
+                    continue
                 conn.execute("SAVEPOINT op")
                 try:
                     result = op.fn(conn)
@@ -232,10 +342,7 @@ class Database:
                     outcomes.append((op, result, None))
             conn.execute("COMMIT")
         except Exception as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            _log.error("storage transaction failed: %s", type(exc).__name__)
-            return [(op, None, StorageError("transaction failed")) for op in batch]
+            return _failed_batch(conn, batch, exc)
         return outcomes
 
     async def close(self) -> None:
@@ -245,5 +352,7 @@ class Database:
         self._closed = True
         self._queue.put(None)
         await asyncio.to_thread(self._writer.join)
-        await asyncio.wrap_future(self._reader.submit(self._reader_conn.close))
-        self._reader.shutdown(wait=True)
+        await asyncio.wrap_future(self._bulk.submit(self._bulk_conn.close))
+        self._bulk.shutdown(wait=True)
+        with self._reader_busy:
+            self._reader_conn.close()

@@ -1,0 +1,166 @@
+"""The SQLite engine's read cache of the send path: device lists and policy views.
+
+This module owns what a ``send`` reads besides the mailbox: the recipient's device list
+(``AccountStore.list_devices``) and the policy facts (``PolicyViewReader.policy_view``:
+reachability, block, conversation state, address book). On the embedded engine one process
+owns the database file, so every change to those rows goes through this process's
+:class:`WatchedDatabase`, and the cache can be exact:
+
+- Every :meth:`WatchedDatabase.write` bumps a generation when it returns: registering,
+  linking or removing devices, blocks, settings, contacts, request answers and everything
+  else that is not on the message path. A cached value read under an older generation is
+  never served again, so a change takes effect for every read that starts after the change
+  returned (a block stops the next send).
+- The message path writes through :meth:`WatchedDatabase.write_quiet` (mailboxes, keys,
+  groups: they change no cached row), except the conversation counts written with an
+  enqueue: they may create or accept a conversation, so the enqueue forgets the views of that
+  pair (:meth:`ReadCache.forget_pair`), and a view read while the enqueue ran is not kept.
+
+It knows nothing of SQL: the engine's stores fill it. PostgreSQL deployments share the
+database between nodes and do not use it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Final, TypeVar
+
+from kurir.server.storage.metadata_records import PolicyView
+from kurir.server.storage.metadata_sqlite import SqliteMetadataStore
+from kurir.server.storage.records import DeviceRecord
+from kurir.server.storage.sqlite_db import Database
+from kurir.server.types import AccountId
+
+__all__ = ["CachedMetadataStore", "ReadCache", "WatchedDatabase", "write_quiet"]
+
+T = TypeVar("T")
+_MAX_ENTRIES: Final = 100_000
+"""Beyond this many cached values the cache starts over (a bound, not an eviction policy)."""
+
+
+class WatchedDatabase(Database):
+    """A :class:`Database` whose writes advance :attr:`generation` unless written quietly."""
+
+    generation: int = 0
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """See :meth:`Database.write`; then invalidates every cached read."""
+        try:
+            return await super().write(fn)
+        finally:
+            self.generation += 1
+
+    async def write_quiet(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """:meth:`Database.write` for operations that change no cached row."""
+        return await super().write(fn)
+
+
+async def write_quiet(db: Database, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Write without invalidating the cache (``fn`` changes no cached row)."""
+    if isinstance(db, WatchedDatabase):
+        return await db.write_quiet(fn)
+    return await db.write(fn)
+
+
+_Token = tuple[int, int]
+
+
+class ReadCache:
+    """Device lists by account and policy views by (owner, peer), valid for one generation.
+
+    Args:
+        db: The watched database whose generation decides what is still valid.
+    """
+
+    def __init__(self, db: WatchedDatabase) -> None:
+        self._db = db
+        self._generation = db.generation
+        self._devices: dict[AccountId, tuple[DeviceRecord, ...]] = {}
+        self._views: dict[tuple[AccountId, AccountId], tuple[tuple[str, ...], PolicyView]] = {}
+        self._pair_versions: dict[tuple[AccountId, AccountId], int] = {}
+
+    def _fresh(self) -> None:
+        if self._generation != self._db.generation or (
+            len(self._devices) + len(self._views) + len(self._pair_versions) > _MAX_ENTRIES
+        ):
+            self._generation = self._db.generation
+            self._devices.clear()
+            self._views.clear()
+            self._pair_versions.clear()
+
+    def devices(self, account_id: AccountId) -> list[DeviceRecord] | None:
+        """The cached device list, or ``None`` (read it, then :meth:`put_devices`)."""
+        self._fresh()
+        found = self._devices.get(account_id)
+        return None if found is None else list(found)
+
+    def token(self, owner: AccountId | None = None, peer: AccountId | None = None) -> _Token:
+        """Take before a read; :meth:`put_devices` / :meth:`put_view` keep the value only if
+        nothing that could change it happened since."""
+        self._fresh()
+        version = 0 if owner is None or peer is None else self._pair_versions.get((owner, peer), 0)
+        return (self._db.generation, version)
+
+    def put_devices(
+        self, account_id: AccountId, devices: Sequence[DeviceRecord], token: _Token
+    ) -> None:
+        """Keep a device list read under ``token``."""
+        self._fresh()
+        if token[0] == self._generation:
+            self._devices[account_id] = tuple(devices)
+
+    def view(self, owner: AccountId, peer: AccountId, keys: Sequence[str]) -> PolicyView | None:
+        """The cached policy view of ``owner`` towards ``peer`` (with ``peer``'s address-book
+        keys ``keys``), or ``None``."""
+        self._fresh()
+        found = self._views.get((owner, peer))
+        if found is None or found[0] != tuple(keys):
+            return None
+        return found[1]
+
+    def put_view(
+        self,
+        owner: AccountId,
+        peer: AccountId,
+        keys: Sequence[str],
+        view: PolicyView,
+        token: _Token,
+    ) -> None:
+        """Keep a policy view read under ``token``."""
+        self._fresh()
+        if token[0] == self._generation and token[1] == self._pair_versions.get((owner, peer), 0):
+            self._views[(owner, peer)] = (tuple(keys), view)
+
+    def forget_pair(self, a: AccountId, b: AccountId) -> None:
+        """The conversation between ``a`` and ``b`` changed (both sides): drop their views and
+        refuse views of the pair read before now."""
+        self._fresh()
+        for pair in ((a, b), (b, a)):
+            self._views.pop(pair, None)
+            self._pair_versions[pair] = self._pair_versions.get(pair, 0) + 1
+
+
+class CachedMetadataStore(SqliteMetadataStore):
+    """:class:`SqliteMetadataStore` whose policy views come from a :class:`ReadCache`.
+
+    Args:
+        db: The watched database (all of this store's writes invalidate the cache).
+        cache: The engine's read cache.
+    """
+
+    def __init__(self, db: WatchedDatabase, cache: ReadCache) -> None:
+        super().__init__(db)
+        self._cache = cache
+
+    async def policy_view(
+        self, owner: AccountId, peer: AccountId, peer_keys: Sequence[str]
+    ) -> PolicyView:
+        """See :class:`~kurir.server.storage.metadata_protocols.PolicyViewReader`."""
+        found = self._cache.view(owner, peer, peer_keys)
+        if found is not None:
+            return found
+        token = self._cache.token(owner, peer)
+        view = await super().policy_view(owner, peer, peer_keys)
+        self._cache.put_view(owner, peer, peer_keys, view, token)
+        return view

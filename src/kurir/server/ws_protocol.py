@@ -1,0 +1,181 @@
+"""uvicorn's sans-I/O WebSocket protocol, trimmed for many long-lived, busy device sockets.
+
+This module owns how bytes move between a device's TCP connection and the ASGI application.
+It keeps uvicorn's ``websockets-sansio`` implementation (handshake, framing, close handshake,
+keepalive, the ASGI events) and changes four things that cost memory or CPU per connection:
+
+- **Writes are coalesced.** A ``websocket.send`` appends its frame to the ``websockets``
+  protocol's output buffer, and one ``transport.write`` per event-loop iteration sends what
+  every send of that iteration produced (uvicorn writes once per frame: one system call each).
+  Frames keep their order: every path that writes drains that one buffer.
+- **Reading pauses only when the application falls behind** (:data:`_READ_HIGH_WATER` unread
+  messages), not after every message (uvicorn pauses and resumes reading per frame: two
+  ``epoll`` changes per message).
+- **The receive queue and the writable flag are plain attributes**, not an ``asyncio.Queue``
+  and an ``asyncio.Event`` (each keeps an empty ``deque`` of about 760 bytes per connection).
+- **The handshake request and response are dropped** once the connection is accepted (about
+  5 KB of header objects that uvicorn keeps for the connection's whole life).
+
+It depends on uvicorn's internals (attribute names of ``WebSocketsSansIOProtocol``), so
+pyproject.toml pins uvicorn's minor version; tests/server/test_ws_protocol.py exercises each
+change over real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any, Final
+
+from uvicorn.protocols.utils import ClientDisconnected
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
+
+__all__ = ["DeviceSocketProtocol"]
+
+_READ_HIGH_WATER: Final = 64
+"""Unread messages after which reading from the socket pauses until the app catches up."""
+
+
+class _Inbox:
+    """The ASGI receive queue: a list while short (56 bytes empty), one waiter at most."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[Any] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        if self._items is None:
+            self._items = deque()
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def qsize(self) -> int:
+        return 0 if self._items is None else len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None  # an idle connection keeps no deque
+        return item
+
+
+class DeviceSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's ``websockets-sansio`` protocol with coalesced writes and lighter state."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = _Inbox()  # type: ignore[assignment]
+        self._flush_scheduled = False
+        self._write_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self.writable = _ALWAYS_SET  # type: ignore[assignment]  # pausing: _write_paused
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        output = self.conn.data_to_send()
+        if output and not self.transport.is_closing():
+            self.transport.write(b"".join(output))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiter = self._write_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.resume_writing()  # release a sender blocked on a buffer that will never drain
+
+    async def send(self, message: Any) -> None:
+        while self._write_paused and not self.disconnected:
+            self._write_waiter = self.loop.create_future()
+            try:
+                await self._write_waiter
+            finally:
+                self._write_waiter = None
+        if self.disconnected:
+            raise ClientDisconnected()
+        data = message.get("bytes") if message["type"] == "websocket.send" else None
+        if (
+            data is not None
+            and self.handshake_complete
+            and not self.close_sent
+            and self.initial_response is None
+        ):
+            try:
+                self.conn.send_binary(data)
+            except InvalidState:
+                raise ClientDisconnected() from None
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.loop.call_soon(self._flush)
+            return
+        await super().send(message)
+        if self.handshake_complete:
+            self.request = None  # type: ignore[assignment]
+            self.response = None  # type: ignore[assignment]
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def send_receive_event_to_app(self) -> None:
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return  # past `websocket.close`: discard, as uvicorn does
+        if self.curr_msg_data_type == "text":
+            try:
+                self.queue.put_nowait({"type": "websocket.receive", "text": data.decode()})
+            except UnicodeDecodeError:
+                self.conn.send_close(1007)
+                self.handle_parser_exception()
+                return
+        else:
+            self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
+        if not self.read_paused and self.queue.qsize() >= _READ_HIGH_WATER:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    async def receive(self) -> Any:
+        message = await self.queue.get()
+        if self.read_paused and self.queue.empty():
+            self.read_paused = False
+            self.transport.resume_reading()
+        return message
+
+
+class _AlwaysSet:
+    """Stands in for the base class's ``writable`` Event, which its ``send`` awaits: this
+    subclass waits for the transport in its own ``send`` before."""
+
+    __slots__ = ()
+
+    async def wait(self) -> bool:
+        return True
+
+    def set(self) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+
+_ALWAYS_SET: Final = _AlwaysSet()
