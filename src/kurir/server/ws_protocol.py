@@ -6,8 +6,9 @@ keepalive, the ASGI events) and changes four things that cost memory or CPU per 
 
 - **Writes are coalesced.** A ``websocket.send`` appends its frame to the ``websockets``
   protocol's output buffer, and one ``transport.write`` per event-loop iteration sends what
-  every send of that iteration produced (uvicorn writes once per frame: one system call each).
-  Frames keep their order: every path that writes drains that one buffer.
+  every send of that iteration produced (uvicorn writes once per frame: one system call each),
+  or at once past :data:`_FLUSH_AT` bytes, so that a full socket still pushes back on the
+  sender. Frames keep their order: every path that writes drains that one buffer.
 - **Reading pauses only when the application falls behind** (:data:`_READ_HIGH_WATER` unread
   messages), not after every message (uvicorn pauses and resumes reading per frame: two
   ``epoll`` changes per message).
@@ -35,6 +36,8 @@ __all__ = ["DeviceSocketProtocol"]
 
 _READ_HIGH_WATER: Final = 64
 """Unread messages after which reading from the socket pauses until the app catches up."""
+_FLUSH_AT: Final = 64 * 1024
+"""Bytes of frames after which a send writes at once (so the transport can push back)."""
 
 
 class _Inbox:
@@ -80,14 +83,28 @@ class DeviceSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = _Inbox()  # type: ignore[assignment]
         self._flush_scheduled = False
+        self._pending = 0
         self._write_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self.writable = _ALWAYS_SET  # type: ignore[assignment]  # pausing: _write_paused
+        self.app = self._run_app_then_flush
+
+    async def _run_app_then_flush(self, scope: Any, receive: Any, send: Any) -> None:
+        """The application, then what it sent last: uvicorn closes the transport as soon as
+        the application returns, before a flush scheduled for the next iteration would run."""
+        try:
+            await self.config.loaded_app(scope, receive, send)
+        finally:
+            if self._flush_scheduled:
+                self._flush()
 
     # -- writing ----------------------------------------------------------------------------
 
     def _flush(self) -> None:
+        if not self._flush_scheduled:
+            return  # flushed already
         self._flush_scheduled = False
+        self._pending = 0
         output = self.conn.data_to_send()
         if output and not self.transport.is_closing():
             self.transport.write(b"".join(output))
@@ -128,6 +145,9 @@ class DeviceSocketProtocol(WebSocketsSansIOProtocol):
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self.loop.call_soon(self._flush)
+            self._pending += len(data)
+            if self._pending >= _FLUSH_AT:
+                self._flush()
             return
         await super().send(message)
         if self.handshake_complete:
