@@ -3,7 +3,10 @@
 Covers: members of all three apps, an offline member who catches up, a removal followed by
 messages the removed member must not decrypt (not even given the ciphertext), and a member
 joining midway who reads what follows but cannot decrypt what came before; a member who left,
-per-member flags, a member who lost a sender key and asks for it again, and the CLI.
+per-member flags, and the CLI. Retries as Signal does them: a member who lost a sender key, and
+a member added while another member's send was in flight, each ask for the message and read it
+exactly once; a member removed before the answer is sent nothing. A re-registered member
+(same device id, new registration id) gets the sender key again without having to ask.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from e2e.harness import BUDI, GUARD_SECONDS, MEGA, RINA, ServerProcess, app_key
 from kurir.client.client import Client
 from kurir.client.content import GroupAction, GroupChange, GroupMessage, Text
 from kurir.client.errors import ServerError
-from kurir.client.events import DeliveryEvent, MessageEvent, UndecryptableEvent
+from kurir.client.events import DeliveryEvent, Event, MessageEvent, UndecryptableEvent
 from kurir.client.group_store import SqliteSenderKeyStore
 from kurir.client.store import ClientStore
 from kurir.crypto.address import DeviceId, ProtocolAddress
 from kurir.crypto.errors import DuplicateMessageError, NoSenderKeyStateError
 from kurir.crypto.sender_keys import group_decrypt
+from kurir.wire import group_api
 from kurir.wire.frames import Envelope, EnvelopeType
 
 DEWI = "instagram:@dewi"
@@ -248,7 +252,29 @@ async def test_cli_group_commands(server: ServerProcess, tmp_path: Path) -> None
     assert json.loads(out)["event"] == "left"
 
 
-async def test_a_member_who_lost_a_sender_key_asks_for_it_again(people: People) -> None:
+async def events_until(client: Client, last_text: str) -> list[Event]:
+    """Every event up to the group message or 1:1 text ``last_text`` (receipts skipped)."""
+    found: list[Event] = []
+    async with asyncio.timeout(GUARD_SECONDS):
+        while True:
+            event = await client.next_event()
+            client.handled(event)
+            if isinstance(event, DeliveryEvent):
+                continue
+            found.append(event)
+            if isinstance(event, MessageEvent):
+                body = event.body
+                if isinstance(body, GroupMessage) and said(event) == last_text:
+                    return found
+                if isinstance(body, Text) and body.text == last_text:
+                    return found
+
+
+def readings(events: list[Event], message_id: bytes) -> list[MessageEvent]:
+    return [e for e in events if isinstance(e, MessageEvent) and e.message_id == message_id]
+
+
+async def test_a_member_who_lost_a_sender_key_gets_the_message_again(people: People) -> None:
     budi = await people.open(BUDI)
     await people.open(MEGA)
     rina = await people.open(RINA)
@@ -261,21 +287,117 @@ async def test_a_member_who_lost_a_sender_key_asks_for_it_again(people: People) 
         store.connection.execute("DELETE FROM group_sender_keys")
     store.close()
     rina = await people.open(RINA)
-    texts: list[str] = []
-    for attempt in range(20):  # each undecryptable message makes her client ask again
-        await budi.groups.send_text(gid, f"coba {attempt}")
-        async with asyncio.timeout(GUARD_SECONDS):
-            while True:
-                event = await rina.next_event()
-                rina.handled(event)
-                if isinstance(event, UndecryptableEvent):
-                    assert event.sender == BUDI
-                    break
-                if isinstance(event, MessageEvent) and isinstance(event.body, GroupMessage):
-                    texts.append(said(event))
-                    break
-        if texts:
-            break
-    assert len(texts) == 1
-    assert texts[0].startswith("coba ")
-    assert texts[0] != "coba 0"  # the first one was sent before she asked
+    lost = await budi.groups.send_text(gid, "dua")
+    got = await events_until(rina, "dua")
+    # it failed, her client asked, Budi gave his key and the message again: read once
+    failed, resent = got
+    assert isinstance(failed, UndecryptableEvent)
+    assert isinstance(resent, MessageEvent)
+    assert failed.message_id == resent.message_id == lost
+    assert (resent.sender, said(resent)) == (BUDI, "dua")
+    await budi.groups.send_text(gid, "tiga")  # and his key works for what follows
+    assert [type(e) for e in await events_until(rina, "tiga")] == [MessageEvent]
+
+
+async def test_a_member_added_during_a_send_reads_that_message_once(
+    people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budi = await people.open(BUDI)
+    mega = await people.open(MEGA)
+    dewi = await people.open(DEWI)
+    gid = (await budi.groups.create("Balapan", [MEGA])).group_id
+    await mega.groups.send_text(gid, "pemanasan")  # Budi holds Mega's key
+    # Mega reads the member list, then Budi adds Dewi, then Mega's group_send goes out: the
+    # server fans it out to Dewi, whom Mega never gave her key
+    racing = mega.groups
+    read_before_the_add = await racing.get(gid)
+    await budi.groups.add(gid, [DEWI])
+
+    async def the_list_mega_read(group_id: object) -> group_api.GroupInfo:
+        return read_before_the_add
+
+    monkeypatch.setattr(racing, "get", the_list_mega_read)
+    raced = await racing.send_text(gid, "di tengah jalan")
+    assert DEWI not in {m.address for m in read_before_the_add.members}
+
+    got = await events_until(dewi, "di tengah jalan")
+    assert isinstance(got[0], MessageEvent)
+    assert isinstance(got[0].body, GroupChange)
+    assert got[0].body.action is GroupAction.ADDED
+    failed, resent = got[1:]
+    assert isinstance(failed, UndecryptableEvent)
+    assert failed.message_id == raced
+    assert isinstance(resent, MessageEvent)
+    assert (resent.message_id, resent.sender, said(resent)) == (raced, MEGA, "di tengah jalan")
+    # Mega's key came with it: her next message reads directly, and the raced one never again
+    await mega.groups.send_text(gid, "sesudahnya")
+    after = await events_until(dewi, "sesudahnya")
+    assert [type(e) for e in after] == [MessageEvent]
+    await mega.settle()
+    assert readings(after + dewi.pending_events(), raced) == []
+    (at_budi,) = readings(await events_until(budi, "sesudahnya"), raced)  # Budi: once
+    assert said(at_budi) == "di tengah jalan"
+
+
+async def test_a_removed_member_is_not_sent_the_message_it_asks_for(people: People) -> None:
+    budi = await people.open(BUDI)
+    mega = await people.open(MEGA)
+    rina = await people.open(RINA)
+    gid = (await budi.groups.create("Keluar", [MEGA, RINA])).group_id
+    await mega.groups.send_text(gid, "masih bersama")
+    assert [said(e) for e in (await group_events(rina, 2))[1:]] == ["masih bersama"]
+    await rina.close()
+    store = ClientStore.open(people.profile(RINA), lambda: 0)  # she loses Mega's key
+    with store.transaction():
+        store.connection.execute("DELETE FROM group_sender_keys")
+    store.close()
+    secret = await mega.groups.send_text(gid, "sebelum Rina dikeluarkan")  # reaches her mailbox
+    await budi.groups.remove(gid, RINA)  # before she asks for it
+    seen_before = len(people.taps[RINA])
+    rina = await people.open(RINA)
+    undecryptable = [e for e in rina.pending_events() if isinstance(e, UndecryptableEvent)]
+    assert [e.message_id for e in undecryptable] == [secret]
+    await rina.settle()  # her retry request went out; then a text behind it, on the same socket
+    await rina.send_text(MEGA, "ping")
+    ping = await events_until(mega, "ping")  # Mega handled the retry request before this
+    assert readings(ping, secret) == []
+    await mega.settle()  # and finished answering it
+    await mega.send_text(RINA, "pong")  # everything Mega sent Rina is before this
+    got = await events_until(rina, "pong")
+    assert readings(got, secret) == []
+    from_mega = [
+        e
+        for e in people.taps[RINA][seen_before:]
+        if e.source_address == MEGA
+        and e.type in (EnvelopeType.CIPHERTEXT, EnvelopeType.PREKEY_BUNDLE)
+    ]
+    assert len(from_mega) == 1  # "pong": no sender key, no resend
+
+
+async def test_a_re_registered_member_gets_the_key_without_asking(
+    people: People, tmp_path: Path
+) -> None:
+    budi = await people.open(BUDI)
+    await people.open(MEGA)
+    rina = await people.open(RINA)
+    gid = (await budi.groups.create("Baru lagi", [MEGA, RINA])).group_id
+    await budi.groups.send_text(gid, "satu")
+    assert [said(e) for e in (await group_events(rina, 2))[1:]] == ["satu"]
+    before = {m.address: m for m in (await budi.groups.get(gid)).members}[RINA]
+    await rina.close()
+    # Rina reinstalls: same account and device id 1, a new registration id, new keys
+    again = await Client.open(
+        tmp_path / "rina-reinstalled", people.server.url, app_key=app_key(RINA)
+    )
+    people.opened.append(again)
+    await again.register(RINA)
+    await again.connect()
+    await again.wait_drained()
+    after = {m.address: m for m in (await budi.groups.get(gid)).members}[RINA]
+    assert after.devices == before.devices == [1]
+    assert after.registration_ids != before.registration_ids
+    await budi.accept_identity(RINA)  # her safety number changed; Budi accepts it
+    await budi.groups.send_text(gid, "untuk Rina yang baru")
+    # the old installation held Budi's key, the new one holds nothing: a new key, given to
+    # her before the message, so she reads it without a retry
+    assert [type(e) for e in await events_until(again, "untuk Rina yang baru")] == [MessageEvent]

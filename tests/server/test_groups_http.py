@@ -71,6 +71,12 @@ async def test_create_get_list_across_apps(http: httpx.AsyncClient, server: Runn
     assert group["revision"] == 1
     assert _roles(group) == {ALICE: "admin", BOB: "member", CARA: "member"}
     assert all(m["devices"] == [1] for m in group["members"])
+    # each device's registration id, in the order of "devices" (registered as 1, 2, 3)
+    assert {m["address"]: m["registration_ids"] for m in group["members"]} == {
+        ALICE: [1],
+        BOB: [2],
+        CARA: [3],
+    }
     assert group["settings"] == {"archived": False, "muted_until": 0, "sound": None}
     got = await _get(http, group["group_id"], cara)
     assert got.status_code == 200

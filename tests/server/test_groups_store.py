@@ -177,3 +177,21 @@ async def test_fan_out_is_one_atomic_idempotent_enqueue(storage: Storage) -> Non
     assert await groups.fan_out(G, sender, template, now=16, expires_at=FAR, cap=9) == []
     assert await storage.mailboxes.last_seq(C, DeviceId(1)) == 1
     assert await storage.mailboxes.last_seq(A, DeviceId(1)) == 1  # the receipt from C
+
+
+async def test_members_carry_each_devices_registration_id(storage: Storage) -> None:
+    groups = _groups(storage)
+    await groups.create(G, name="n", avatar=None, creator=A, members=[B], now=5, cap=10)
+    linked = NewDevice(None, 4711, b"s" * 16, b"h" * 32)
+    await storage.accounts.add_device(B, linked, now=6, max_devices=5)
+    member = (await groups.get(G, A)).member(B)
+    assert member is not None
+    assert (member.devices, member.registrations) == ((1, 2), (1, 4711))
+    # re-registration: device 1 again, under a new registration id (its device 2 is gone)
+    again = NewDevice(None, 812, b"s" * 16, b"h" * 32)
+    await storage.accounts.register(
+        Address("messenger", "1001"), new_account_id=AccountId(UUID(int=99)), device=again, now=7
+    )
+    member = (await groups.get(G, A)).member(B)
+    assert member is not None
+    assert (member.devices, member.registrations) == ((1,), (812,))

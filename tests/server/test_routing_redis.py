@@ -12,13 +12,15 @@ import contextlib
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Final
 
 import pytest
 from redis.asyncio import Redis
 
+from e2e.multinode.private_redis import private_redis
 from kurir.server.redis_testing import require_redis
-from kurir.server.routing import LocalRouter, Router, open_router
+from kurir.server.routing import LocalRouter, Router, open_router, router_healthy
 from kurir.server.routing_redis import RedisRouter, _Refresh, device_key, node_channel
 from kurir.server.testing import SeededRng
 from kurir.server.types import AccountId, DeviceId, DeviceRef
@@ -257,3 +259,32 @@ async def test_a_refresh_racing_a_new_connection_does_not_close_it(
     await until(first.replaced)
     assert not second.replaced.is_set()
     assert len(two) == 1
+
+
+async def until_state(check: Callable[[], bool]) -> None:
+    """Wait until ``check()`` holds, asking again every 10 ms: the router's health has no
+    event to wait on. Only the guard limits it; no assertion depends on time."""
+    for _ in range(int(GUARD * 100)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError("condition never held")
+
+
+async def test_an_idle_node_sees_redis_come_back(tmp_path: Path) -> None:
+    # No connection and no traffic: nothing but the periodic tick talks to Redis, so only
+    # its ping can tell the node (and the kurir_redis_up gauge) that Redis is back.
+    async with private_redis(tmp_path) as redis:
+        router = RedisRouter(redis.url, rng=SeededRng(5), poll_interval_s=0.01)
+        await start(router)
+        try:
+            assert router_healthy(router)
+            await redis.stop()
+            await until_state(lambda: router.degraded)  # the subscription noticed
+            assert not router_healthy(router)
+            await redis.start()
+            await until_state(lambda: not router.degraded)
+            assert router_healthy(router)
+            assert len(router) == 0
+        finally:
+            await router.close()

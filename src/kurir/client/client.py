@@ -85,6 +85,8 @@ _log = logging.getLogger(__name__)
 DEV_CODE: Final = "123456"
 """The verification code the server's development verifier accepts."""
 PASSWORD_BYTES: Final = 32
+CLOSE_GRACE_S: Final = 5.0
+"""How long :meth:`Client.close` lets background retry work finish before cancelling it."""
 _KEYS_PUBLISHED: Final = "keys_published"
 
 
@@ -201,7 +203,11 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
-        """Disconnects and closes the store."""
+        """Lets background retry work finish (up to :data:`CLOSE_GRACE_S`), then disconnects
+        and closes the store: a one-shot command still answers a retry it received."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_GRACE_S):
+                await self.settle()
         await self.disconnect()
         await self._http.aclose()
         self._store.close()
@@ -335,7 +341,7 @@ class Client:
             tap=self._tap,
             on_undecryptable=self._ask_for_resend,
             on_retry_request=self._answer_retry_request,
-            groups=GroupReceiver(self._store, on_missing_key=self._ask_for_sender_key),
+            groups=GroupReceiver(self._store, on_undecryptable=self._ask_for_resend),
         )
         self._outgoing = Outgoing(
             self._store,
@@ -353,6 +359,7 @@ class Client:
             device_id=account.device_id,
             now_ms=self._now_ms,
             rng=self._rng,
+            groups=self.groups,
         )
         try:
             await channel.start()
@@ -410,13 +417,16 @@ class Client:
         if retries is not None:
             self._spawn(retries.ask_for_resend(sender, device, request), "retry request")
 
-    def _ask_for_sender_key(self, sender: UUID, device: int, group_id: UUID) -> None:
-        self._spawn(self.groups.request_key(sender, device, group_id), "sender key request")
-
     def _answer_retry_request(self, requester: UUID, device: int, request: RetryRequest) -> None:
         retries = self._retries
         if retries is not None and retries.should_answer(requester, device, request):
             self._spawn(retries.resend(requester, device, request), "resend")
+
+    async def settle(self) -> None:
+        """Waits until the work received envelopes started in the background (asking a sender
+        to resend, answering a retry request) has finished; failures are logged, not raised."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     async def wait_drained(self) -> None:
         """Waits until everything queued for this device at connect time has been stored."""
@@ -448,7 +458,7 @@ class Client:
             self._directory,
             lambda: self._outgoing,
             lambda: self._channel,
-            now_ms=self._now_ms,
+            now_ms=self._timestamp,
             rng=self._rng,
         )
 
@@ -565,9 +575,7 @@ class Client:
             message_id = MessageId(self._rng(16))
         elif len(message_id) != MESSAGE_ID_BYTES:
             raise UsageError(f"a message id is {MESSAGE_ID_BYTES} bytes")
-        # Timestamps are unique per sender: a retry request names a message by its timestamp.
-        now = max(self._now_ms(), self._last_timestamp + 1)
-        self._last_timestamp = now
+        now = self._timestamp()
         try:
             plaintext = encode_content(Content(body, sent_at=now))
         except ValueError as exc:
@@ -603,6 +611,13 @@ class Client:
                 encode_content(Content(transcript, sent_at=now)),
             )
         return message_id
+
+    def _timestamp(self) -> int:
+        # Timestamps are unique per sender, 1:1 and group messages alike: a retry request
+        # names a message by its timestamp.
+        now = max(self._now_ms(), self._last_timestamp + 1)
+        self._last_timestamp = now
+        return now
 
     # --- receiving ---------------------------------------------------------------------------
 

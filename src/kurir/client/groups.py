@@ -4,13 +4,23 @@ Owns: the send side of Signal-style groups over kurir (issue 6). The server's me
 (``GET /v1/groups/{id}``) is the authority. Before each message this device
 
 1. starts a new sender key (`rotate_sender_key`) when a device that holds the current one is no
-   longer a member device, or a member was removed or left since (`GroupKeys`), so that whoever
-   left cannot read what follows;
+   longer a member device (removed, or re-registered or re-linked under the same device id: the
+   server lists a new registration id), or a member was removed or left since (`GroupKeys`), so
+   that whoever left cannot read what follows;
 2. gives its sender key, as a `SenderKeyDistribution` content inside the 1:1 sessions, to every
-   member device that does not hold it yet (a new member gets only the key's current position,
-   so it cannot read earlier messages);
-3. encrypts the message once (`group_encrypt`) and sends it with one ``group_send``; the server
-   fans it out to every other member device.
+   member device that does not hold it yet under its current registration id (a new member
+   gets only the key's current position, so it cannot read earlier messages);
+3. encrypts the message once (`group_encrypt`), keeps its plaintext among the recent sends
+   (for retries) and sends it with one ``group_send``; the server fans it out to every other
+   member device.
+
+A device added between our member-list read and our ``group_send`` gets a message it cannot
+decrypt; it sends a retry request, and `resend` answers it as Signal does: after checking the
+server's current member list (a removed member is never sent anything), our sender key over
+the 1:1 session, then the message's content 1:1 (``resend_of`` = its id). 1:1, not a new
+``group_send``: only the requester needs it, every other member would get (and drop) another
+copy, and a resend in the group would need a new sender-key message the requester can only
+read once it has the key anyway.
 
 Membership changes are made over HTTP, then announced to the group as an encrypted
 `GroupChange`. Per-member archive / mute / sound flags are the server's (``PUT
@@ -26,6 +36,7 @@ from uuid import UUID
 
 import msgspec
 
+from kurir.client import cipher
 from kurir.client.content import (
     Content,
     Delete,
@@ -35,8 +46,8 @@ from kurir.client.content import (
     GroupMessage,
     Reaction,
     SenderKeyDistribution,
-    SenderKeyRequest,
     Text,
+    decode_content,
     encode_content,
 )
 from kurir.client.directory import Directory
@@ -44,12 +55,19 @@ from kurir.client.errors import (
     IdentityChangedError,
     NotRegisteredError,
     PeerContentError,
+    ServerError,
     UsageError,
 )
 from kurir.client.events import MessageId
-from kurir.client.group_store import GroupKeys, SqliteSenderKeyStore
+from kurir.client.group_store import (
+    UNKNOWN_REGISTRATION,
+    GroupKeys,
+    Holder,
+    SqliteSenderKeyStore,
+)
+from kurir.client.keystore import SqliteProtocolStore
 from kurir.client.outgoing import Outgoing
-from kurir.client.store import ClientStore
+from kurir.client.store import ClientStore, SentItem
 from kurir.client.transport import HttpApi, MessageChannel
 from kurir.crypto.address import DeviceId, ProtocolAddress
 from kurir.crypto.curve import Rng
@@ -59,8 +77,9 @@ from kurir.crypto.sender_keys import (
     rotate_sender_key,
 )
 from kurir.wire import group_api
+from kurir.wire.errors import ErrorCode
 
-__all__ = ["Groups"]
+__all__ = ["Groups", "by_device", "devices_without_key", "holders_gone"]
 
 _log = logging.getLogger(__name__)
 
@@ -77,7 +96,8 @@ class Groups:
         directory: resolves addresses.
         outgoing: returns the send path (None while not connected).
         channel: returns the message channel (None while not connected).
-        now_ms: the clock.
+        now_ms: the clock; it also makes message timestamps, which a retry request names,
+            so it must not give one twice (the `Client` passes its unique timestamps).
         rng: randomness (message ids, sender keys, signatures).
     """
 
@@ -209,20 +229,6 @@ class Groups:
         body = group_api.GroupSettings(archived, muted_until, sound)
         await self._call("PUT", f"/v1/groups/{group_id}/settings", None, body)
 
-    async def request_key(self, account_id: UUID, device: int, group_id: UUID) -> None:
-        """Asks a member's devices for their sender key again (one of its group messages
-        arrived before its key); they give it before their next group message."""
-        outgoing = self._outgoing()
-        if outgoing is None:
-            raise UsageError("not connected (call connect first)")
-        contact = self._directory.known(account_id)
-        devices = set(contact.devices) if contact is not None else {device}
-        message_id = MessageId(self._rng(16))
-        self._store.mark_control(message_id)
-        now = self._now_ms()
-        plaintext = encode_content(Content(SenderKeyRequest(str(group_id)), sent_at=now))
-        await outgoing.deliver(account_id, devices | {device}, message_id, now, plaintext)
-
     # --- sending ------------------------------------------------------------------------------
 
     async def send_text(self, group_id: UUID, text: str) -> MessageId:
@@ -267,45 +273,177 @@ class Groups:
             raise UsageError("not connected (call connect first)")
         me = self._me()
         group_id = info.group_id
-        members = {
-            (m.account_id, d)
+        protocol = SqliteProtocolStore(self._store)
+        current: Devices = {
+            (m.account_id, d): self._registration(protocol, m, d)
             for m in info.members
             for d in m.devices
             if (str(m.account_id), d) != (me.name, me.device_id)
         }
-        holders = self._holders.holders(group_id)
+        holders = by_device(self._holders.holders(group_id))
         now = self._now_ms()
         with self._store.transaction():
-            if holders - members or self._holders.rotation_requested(group_id):
+            if holders_gone(holders, current) or self._holders.rotation_requested(group_id):
                 # someone who holds our key left: it must not read what follows
                 rotate_sender_key(me, group_id, self._keys, self._rng)
                 self._holders.start_new_key(group_id)
-                holders = set()
+                holders = {}
+            # makes our sender key if we have none yet (also when no one else is a member)
+            create_sender_key_distribution_message(me, group_id, self._keys, self._rng)
+        missing = devices_without_key(holders, current)
+        await self._give_key(outgoing, protocol, group_id, missing, now)
+        message_id = MessageId(self._rng(16))
+        plaintext = encode_content(Content(body, sent_at=now))
+        with self._store.transaction():
+            sealed = group_encrypt(self._keys, me, group_id, plaintext, self._rng)
+        # kept before it leaves: a member's retry request may come back before our result
+        self._store.put_sent(message_id, group_id, plaintext, timestamp=now)
+        await channel.send_group(group_id, message_id, now, sealed.serialized)
+        return message_id
+
+    async def _give_key(
+        self,
+        outgoing: Outgoing,
+        protocol: SqliteProtocolStore,
+        group_id: UUID,
+        devices: dict[UUID, set[int]],
+        now: int,
+    ) -> None:
+        """Gives our current sender key to ``devices`` over the 1:1 sessions and records them
+        as holders under the registration ids the server just accepted for them."""
+        if not devices:
+            return
+        me = self._me()
+        with self._store.transaction():
             distribution = create_sender_key_distribution_message(
                 me, group_id, self._keys, self._rng
             )
-        missing: dict[UUID, set[int]] = {}
-        for account_id, device in members - holders:
-            missing.setdefault(account_id, set()).add(device)
-        if missing:
-            key = encode_content(
-                Content(SenderKeyDistribution(str(group_id), distribution.serialized), sent_at=now)
-            )
-            for account_id, devices in sorted(missing.items()):
-                message_id = MessageId(self._rng(16))
-                self._store.mark_control(message_id)  # its receipts are not the app's
-                try:
-                    accepted = await outgoing.deliver(account_id, devices, message_id, now, key)
-                except (IdentityChangedError, PeerContentError) as exc:
-                    # not given our key until the user accepts the new identity (trust); the
-                    # others must still get the message
-                    _log.warning("a member gets no sender key: %s", type(exc).__name__)
-                    continue
-                self._holders.add_holders(group_id, {(account_id, d) for d in accepted})
+        key = encode_content(
+            Content(SenderKeyDistribution(str(group_id), distribution.serialized), sent_at=now)
+        )
+        for account_id, wanted in sorted(devices.items()):
+            message_id = MessageId(self._rng(16))
+            self._store.mark_control(message_id)  # its receipts are not the app's
+            try:
+                accepted = await outgoing.deliver(account_id, wanted, message_id, now, key)
+            except (IdentityChangedError, PeerContentError) as exc:
+                # not given our key until the user accepts the new identity (trust); the
+                # others must still get the message
+                _log.warning("a member gets no sender key: %s", type(exc).__name__)
+                continue
+            # the server checked each device's registration id against our session's
+            given: set[Holder] = {
+                (account_id, d, _session_registration(protocol, account_id, d)) for d in accepted
+            }
+            self._holders.add_holders(group_id, given)
+
+    @staticmethod
+    def _registration(
+        protocol: SqliteProtocolStore, member: group_api.GroupMemberInfo, device: int
+    ) -> int:
+        # The server's list is the authority; from a server that does not tell, the session's
+        # (as Signal-iOS does); unknown makes the device get our key again.
+        told = member.registration_id(device)
+        if told is not None:
+            return told
+        return _session_registration(protocol, member.account_id, device)
+
+    # --- answering retries (kurir.client.retry) ----------------------------------------------
+
+    async def resend(self, requester: UUID, device: int, timestamp: int) -> bool:
+        """Answers a retry request for one of our group messages (Signal's sender key retry).
+
+        The requesting device could not decrypt the group message we sent at ``timestamp``
+        (typically it was added while we were sending, so it never got our key). If the
+        server's current member list still has that device, it gets our sender key (at its
+        current position) over the 1:1 session, then the message's content again, 1:1, with
+        ``resend_of`` set to its id, so its application sees it once, under that id. A device
+        that is no longer a member device, or a group we are no longer in, gets nothing.
+
+        Returns:
+            False when ``timestamp`` names no group message we sent recently.
+
+        Raises:
+            UsageError: not connected.
+            ServerError, TransportError: the member list or a send failed.
+        """
+        found = self._sent_group_message(timestamp)
+        if found is None:
+            return False
+        group_id, sent = found
+        outgoing = self._outgoing()
+        if outgoing is None:
+            raise UsageError("not connected (call connect first)")
+        try:
+            info = await self.get(group_id)  # now, not from when we sent it
+        except ServerError as exc:
+            if exc.code != ErrorCode.NOT_FOUND:
+                raise
+            _log.info("a retry request for a group we are no longer in: not answered")
+            return True
+        member = next((m for m in info.members if m.account_id == requester), None)
+        if member is None or device not in member.devices:
+            _log.info("a retry request from a device that is no longer a member: not answered")
+            return True
+        try:
+            original = decode_content(sent.content)
+        except PeerContentError:
+            return True
+        protocol = SqliteProtocolStore(self._store)
+        now = self._now_ms()
+        devices = set(member.devices)
+        await self._give_key(outgoing, protocol, group_id, {requester: devices}, now)
         message_id = MessageId(self._rng(16))
-        with self._store.transaction():
-            sealed = group_encrypt(
-                self._keys, me, group_id, encode_content(Content(body, sent_at=now)), self._rng
-            )
-        await channel.send_group(group_id, message_id, now, sealed.serialized)
-        return message_id
+        self._store.mark_control(message_id)
+        resent = msgspec.structs.replace(original, resend_of=sent.message_id)
+        await outgoing.deliver(requester, devices, message_id, now, encode_content(resent))
+        return True
+
+    def _sent_group_message(self, timestamp: int) -> tuple[UUID, SentItem] | None:
+        # A group send is kept with the group id as its recipient; the groups we sent to are
+        # those we hold our own sender key for.
+        for group_id in self._keys.distribution_ids(self._me()):
+            sent = self._store.sent_to(group_id, timestamp)
+            if sent is not None:
+                return group_id, sent
+        return None
+
+
+def _session_registration(protocol: SqliteProtocolStore, account_id: UUID, device: int) -> int:
+    known = cipher.remote_registration_id(protocol, str(account_id), device)
+    return UNKNOWN_REGISTRATION if known is None else known
+
+
+Devices = dict[tuple[UUID, int], int]
+"""Registration id by (account, device); `UNKNOWN_REGISTRATION` where it is not known."""
+
+
+def by_device(holders: set[Holder]) -> Devices:
+    """The holders of a group as (account, device) -> registration id."""
+    return {(a, d): r for a, d, r in holders}
+
+
+def holders_gone(holders: Devices, current: Devices) -> bool:
+    """Whether a device that holds our current key is no longer a member device: its device id
+    is gone, or it is listed under another registration id than the one it got the key under
+    (re-registered or re-linked: whoever had the old installation must not read on). An
+    unknown registration id on either side proves nothing."""
+    for device, registration_id in holders.items():
+        now = current.get(device)
+        if now is None:
+            return True
+        if UNKNOWN_REGISTRATION not in (registration_id, now) and now != registration_id:
+            return True
+    return False
+
+
+def devices_without_key(holders: Devices, current: Devices) -> dict[UUID, set[int]]:
+    """The member devices to give our key to, by account: those that do not hold it under
+    their current registration id (an unknown one counts as not holding it)."""
+    missing: dict[UUID, set[int]] = {}
+    for (account_id, device), registration_id in current.items():
+        if registration_id == UNKNOWN_REGISTRATION or holders.get((account_id, device)) != (
+            registration_id
+        ):
+            missing.setdefault(account_id, set()).add(device)
+    return missing

@@ -15,8 +15,10 @@ reaches the application once. Envelopes the server reports as expired unread (in
 become one `ExpiredEvent`, so that a loss is never silent. A message that replaced a peer's
 trusted identity key is preceded by an `IdentityChangedEvent` (the safety number changed).
 Server receipts (type 5) are stored as delivery events; retry requests (type 8) are passed on
-once. Envelope types this client does not handle yet (sealed sender, sender keys) are
-acknowledged and dropped with a log line.
+once. Group messages (type 7) go to `kurir.client.group_store.GroupReceiver`, which asks for a
+resend the same way when one does not decrypt; group content that arrives 1:1 is admitted only
+as such a resend (`GroupReceiver.admits_direct`). Envelope types this client does not handle
+yet (sealed sender) are acknowledged and dropped with a log line.
 """
 
 from __future__ import annotations
@@ -33,7 +35,12 @@ from kurir.client.content import decode_content
 from kurir.client.errors import PeerContentError
 from kurir.client.group_store import GroupReceiver
 from kurir.client.keystore import SqliteProtocolStore
-from kurir.client.retry import RetryRequest, decode_retry_request, retry_request_for
+from kurir.client.retry import (
+    OnUndecryptable,
+    RetryRequest,
+    decode_retry_request,
+    retry_request_for,
+)
 from kurir.client.store import ClientStore, InboxKind
 from kurir.crypto.curve import Rng
 from kurir.crypto.errors import DuplicateMessageError, SignalProtocolError
@@ -45,9 +52,6 @@ __all__ = ["EnvelopeTap", "Incoming", "OnRetryRequest", "OnUndecryptable"]
 _log = logging.getLogger(__name__)
 
 Ack = Callable[[list[int]], Awaitable[None]]
-OnUndecryptable = Callable[[UUID, int, RetryRequest], None]
-"""Called with (sender account, sender device, the retry request to send) for a message that
-did not decrypt."""
 OnRetryRequest = Callable[[UUID, int, RetryRequest], None]
 """Called with (requester account, requester device, request) for each new retry request."""
 EnvelopeTap = Callable[[Envelope], None]
@@ -65,6 +69,7 @@ class Incoming:
         tap: called with every envelope before it is handled (diagnostics, the demo).
         on_undecryptable: told about each message that did not decrypt (to ask for a resend).
         on_retry_request: told about each retry request (to resend).
+        groups: the receive side of groups (sender keys, group messages).
     """
 
     def __init__(
@@ -143,8 +148,12 @@ class Incoming:
                 if envelope.type == EnvelopeType.PREKEY_BUNDLE:
                     self.prekey_messages += 1
                 self._report_changed_identities(envelope, device)
-                if self._groups is not None and self._groups.absorb(plaintext, source, device):
-                    # a group's sender key: kept by the group store, not the application's
+                if self._groups is not None and (
+                    self._groups.absorb(plaintext, source, device)
+                    or not self._groups.admits_direct(plaintext, source, device)
+                ):
+                    # a group's sender key (kept by the group store), or a group message sent
+                    # 1:1 that answers none of our retry requests: not the application's
                     self._store.mark_seen(InboxKind.MESSAGE, source, device, envelope.message_id)
                     return False
                 # A resend shows under its first id; the session update commits either way.

@@ -1,8 +1,9 @@
 """Decryption-failure retries: asking a sender to resend, and answering such a request.
 
 Owns: the retry request in libsignal's wire format (a ``DecryptionErrorMessage`` inside a
-``PlaintextContent``), and `Retries`, which asks for and answers retries through `Outgoing`.
-It knows no sockets and decrypts nothing; the `Client` runs its coroutines in the background.
+``PlaintextContent``), and `Retries`, which asks for and answers retries through `Outgoing`
+(and, for our group messages, through `GroupResends`). It knows no sockets and decrypts
+nothing; the `Client` runs its coroutines in the background.
 
 The flow follows Signal's:
 
@@ -20,6 +21,15 @@ The flow follows Signal's:
    ciphertext (a new session starts from a fresh prekey bundle if needed);
 3. the requester shows the resent message under the original id, once (its dedup is on it).
 
+Group messages (Sender Keys) follow Signal's sender key retry: a device that cannot decrypt a
+``SenderKeyMessage`` (typically: it was added to the group while the sender was sending, so
+the sender never gave it its key) asks the same way, without a ratchet key (libsignal's
+``DecryptionErrorMessage.forOriginal`` with ``CiphertextMessageType.SenderKey``). The sender
+finds no 1:1 message with that timestamp, finds the group message instead, and
+`GroupResends.resend` answers: after checking with the server that the requesting device is
+still a member device (a removed member is never sent anything), it gives the device its
+sender key over the 1:1 session, then resends the message's content 1:1 with ``resend_of``.
+
 Each (timestamp, requesting device) pair is answered at most once per process, so a message
 that keeps failing cannot make two devices loop.
 
@@ -34,7 +44,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 from uuid import UUID
 
 import msgspec
@@ -60,6 +70,8 @@ from kurir.wire.frames import EnvelopeType
 from kurir.wire.limits import MESSAGE_ID_BYTES
 
 __all__ = [
+    "GroupResends",
+    "OnUndecryptable",
     "Retries",
     "RetryRequest",
     "decode_retry_request",
@@ -76,7 +88,22 @@ PADDING_BOUNDARY_BYTE: Final = 0x80
 _MESSAGE_TYPES: Final[dict[int, CiphertextMessageType]] = {
     EnvelopeType.CIPHERTEXT: CiphertextMessageType.WHISPER,
     EnvelopeType.PREKEY_BUNDLE: CiphertextMessageType.PREKEY,
+    # a SenderKeyMessage has no ratchet key: its request names none (libsignal does the same)
+    EnvelopeType.SENDER_KEY: CiphertextMessageType.SENDERKEY,
 }
+
+
+class GroupResends(Protocol):
+    """Answers retry requests for our group messages (`kurir.client.groups.Groups`)."""
+
+    async def resend(self, requester: UUID, device: int, timestamp: int) -> bool:
+        """Resends the group message we sent at ``timestamp`` to ``requester`` (with our
+        sender key first), if its ``device`` is still a member device.
+
+        Returns:
+            False when ``timestamp`` names no group message we sent recently.
+        """
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +121,20 @@ class RetryRequest:
     ratchet_key: bytes | None = None
 
 
+OnUndecryptable = Callable[[UUID, int, RetryRequest], None]
+"""Called with (sender account, sender device, the retry request to send) for a message that
+did not decrypt."""
+
+
 def retry_request_for(
     envelope_type: int, body: bytes, *, timestamp: int, device: int
 ) -> RetryRequest:
-    """The retry request for an envelope that did not decrypt (libsignal's ``for_original``)."""
+    """The retry request for an envelope that did not decrypt (libsignal's ``for_original``):
+    a `SignalMessage` or `PreKeySignalMessage` names its ratchet key; a ``SenderKeyMessage``
+    (type 7) and anything unparseable name none."""
     ratchet_key = None
     kind = _MESSAGE_TYPES.get(envelope_type)
-    if kind is not None:
+    if kind is not None and kind is not CiphertextMessageType.SENDERKEY:
         try:
             message = deserialize_ciphertext(kind, body)
         except SignalProtocolError:
@@ -165,6 +199,8 @@ class Retries:
         device_id: this device's number.
         now_ms: the clock.
         rng: randomness for message ids.
+        groups: answers requests that name one of our group messages (None: they are not
+            answered).
     """
 
     def __init__(
@@ -177,7 +213,9 @@ class Retries:
         device_id: int,
         now_ms: Callable[[], int],
         rng: Rng,
+        groups: GroupResends | None = None,
     ) -> None:
+        self._groups = groups
         self._store = store
         self._protocol = protocol_store
         self._directory = directory
@@ -208,17 +246,25 @@ class Retries:
         return True
 
     async def resend(self, requester: UUID, device: int, request: RetryRequest) -> None:
-        """Sends the requested message again to ``requester`` (step 2)."""
+        """Sends the requested message again to ``requester`` (step 2): a 1:1 message we sent
+        it, else one of our group messages (`GroupResends`)."""
+        name = str(requester)
+        current = cipher.sender_ratchet_key(self._protocol, name, device)
         sent = self._store.sent_to(requester, request.timestamp)
         if sent is None:
-            _log.info("a retry request names no message recently sent to its requester")
+            if request.ratchet_key is not None and request.ratchet_key == current:
+                # a 1:1 message of ours with that timestamp failed (a group message's sender
+                # key, which is not kept): the session is broken, start a new one
+                self._store.delete_session(name, device)
+            if self._groups is None or not await self._groups.resend(
+                requester, device, request.timestamp
+            ):
+                _log.info("a retry request names no message recently sent to its requester")
             return
         try:
             original = decode_content(sent.content)
         except PeerContentError:
             return
-        name = str(requester)
-        current = cipher.sender_ratchet_key(self._protocol, name, device)
         if request.ratchet_key is None or request.ratchet_key == current:
             # The requester lacks the state of this session: start a new one from a bundle.
             self._store.delete_session(name, device)

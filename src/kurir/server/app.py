@@ -34,7 +34,8 @@ from kurir.server.recheck import CredentialRecheck
 from kurir.server.routing import open_router, router_healthy
 from kurir.server.routing_redis import RedisRouter
 from kurir.server.services.accounts import AccountService
-from kurir.server.services.group_push import AccountDefaults, GroupPush, RegistryPresence
+from kurir.server.services.delivery import presence_of
+from kurir.server.services.group_push import AccountDefaults, GroupPush
 from kurir.server.services.groups import GroupService
 from kurir.server.services.keys import KeyService
 from kurir.server.services.messages import MessageService
@@ -186,7 +187,7 @@ def create_app(
                         storage.groups,
                         metadata.push,
                         metadata.store,
-                        RegistryPresence(registry),
+                        presence_of(registry),
                         AccountDefaults(metadata.conversations),
                         clock=clock,
                     ),

@@ -53,7 +53,12 @@ def _info(group: GroupRecord, caller: AccountId) -> group_api.GroupInfo:
         updated=group.updated_at,
         members=[
             group_api.GroupMemberInfo(
-                m.account_id, str(m.address), m.role.value, m.joined_at, list(m.devices)
+                m.account_id,
+                str(m.address),
+                m.role.value,
+                m.joined_at,
+                list(m.devices),
+                list(m.registrations),
             )
             for m in group.members
         ],

@@ -25,7 +25,9 @@ All Redis I/O runs in one worker task, in the order the router was asked, batche
 pipelines. While Redis is unreachable the node keeps serving: its connections poll their
 mailboxes every ``poll_interval_s``, and when Redis is back (even restarted empty) the
 node re-registers every connection and wakes each one to re-read its mailbox, so nothing
-committed meanwhile waits for a later message.
+committed meanwhile waits for a later message. While degraded, every tick also pings
+Redis, so a node without connections or traffic notices the recovery too (`degraded`
+and the ``kurir_redis_up`` gauge follow).
 """
 
 from __future__ import annotations
@@ -139,8 +141,13 @@ class _RefreshOne:
     connection_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Ping:
+    pass
+
+
 _Op = _Register | _Release | _Wake | _Broadcast | _Refresh
-_Planned = _Register | _Release | _Wake | _Broadcast | _RefreshOne
+_Planned = _Register | _Release | _Wake | _Broadcast | _RefreshOne | _Ping
 
 
 def _ref(account: str, device: str) -> DeviceRef:
@@ -374,6 +381,11 @@ class RedisRouter:
                     pipe.publish(ALL_CHANNEL, line)
                     plan.append(op)
                 case _Refresh():
+                    if self._degraded:
+                        # A node with no connections and no traffic has nothing else to
+                        # send: without this ping it would never learn that Redis is back.
+                        pipe.ping()
+                        plan.append(_Ping())
                     for device, holder in self._local.items():
                         cid = holder.connection_id
                         if cid in self._registered:

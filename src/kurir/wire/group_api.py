@@ -68,13 +68,25 @@ class GroupSettings(msgspec.Struct, frozen=True):
 
 
 class GroupMemberInfo(msgspec.Struct, frozen=True):
-    """One member: its account, normalised address, role and current device ids."""
+    """One member: its account, normalised address, role and current device ids, and the
+    registration id of each device (same order as ``devices``; empty from a server that
+    predates the field)."""
 
     account_id: UUID
     address: str
     role: str
     joined: int
     devices: list[int]
+    registration_ids: list[int] = msgspec.field(default_factory=list)
+
+    def registration_id(self, device: int) -> int | None:
+        """The registration id the server has for ``device``, or None if not told."""
+        if len(self.registration_ids) != len(self.devices):
+            return None
+        for known, registration_id in zip(self.devices, self.registration_ids, strict=True):
+            if known == device:
+                return registration_id
+        return None
 
 
 class GroupInfo(msgspec.Struct, frozen=True):

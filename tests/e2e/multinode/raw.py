@@ -22,6 +22,7 @@ from kurir.wire.frames import (
     DeviceMessage,
     Drained,
     Envelope,
+    GroupSend,
     Result,
     Send,
     ServerFrame,
@@ -106,6 +107,18 @@ class RawConnection:
             message_id=os.urandom(16),
             timestamp=1,
             messages=[DeviceMessage(1, to.registration_id, 1, body)],
+        )
+        await self.ws.send(encode_frame(frame))
+        while True:
+            answer = await self.frame()
+            if isinstance(answer, Result) and answer.id == self._ids:
+                return answer
+
+    async def group_send(self, group_id: uuid.UUID, body: bytes) -> Result:
+        """One ``group_send`` (the server never reads ``body``); waits for its result."""
+        self._ids += 1
+        frame = GroupSend(
+            id=self._ids, group_id=group_id, message_id=os.urandom(16), timestamp=1, body=body
         )
         await self.ws.send(encode_frame(frame))
         while True:

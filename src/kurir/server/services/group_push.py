@@ -4,8 +4,10 @@ This module owns what happens after a ``group_send`` committed, for member devic
 not connected: a push carrying the group id as the conversation and the member's own sound,
 silent while the member muted the group (``group_members.muted_until``) or muted everything
 by default. The push machinery (coalescing, providers, subscriptions) and the account's
-default sound are the metadata features' (issue 5); this module only decides per member. It
-reads no envelope body.
+default sound are the metadata features' (issue 5); this module only decides per member. Which
+devices are connected is asked in one batch of the router's presence
+(`kurir.server.services.delivery.presence_of`): with several nodes, the Redis router knows the
+devices connected to the other nodes too, and they get no push. It reads no envelope body.
 """
 
 from __future__ import annotations
@@ -13,21 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from kurir.server.connections import ConnectionRegistry
+from kurir.server.services.delivery import Presence
 from kurir.server.services.push import PushPayload, PushService
 from kurir.server.storage.groups import GroupId, GroupStore
 from kurir.server.storage.metadata_protocols import MetadataStore
 from kurir.server.types import AccountId, Clock, DeviceRef
 
-__all__ = ["AccountDefaults", "DefaultSound", "GroupPush", "Presence", "RegistryPresence"]
-
-
-class Presence(Protocol):
-    """Knows which devices have a live connection."""
-
-    def is_connected(self, device: DeviceRef) -> bool:
-        """Whether ``device`` is connected (then it needs no push)."""
-        ...
+__all__ = ["AccountDefaults", "DefaultSound", "GroupPush"]
 
 
 class DefaultSound(Protocol):
@@ -62,19 +56,6 @@ class AccountDefaults:
         return settings.default_sound, settings.default_muted
 
 
-class RegistryPresence:
-    """:class:`Presence` from this node's connection registry; a router that is not a local
-    registry (several nodes) knows no presence: every device counts as offline and pushes
-    are only coalesced."""
-
-    def __init__(self, router: object) -> None:
-        self._registry = router if isinstance(router, ConnectionRegistry) else None
-
-    def is_connected(self, device: DeviceRef) -> bool:
-        """See :class:`Presence`."""
-        return self._registry is not None and self._registry.is_connected(device)
-
-
 class GroupPush:
     """Pushes offline member devices after a group fan-out.
 
@@ -82,7 +63,7 @@ class GroupPush:
         groups: The group store (members' own mute and sound flags).
         push: The push service (coalescing and provider).
         subscriptions: Where devices' push subscriptions are kept.
-        presence: Which devices are connected.
+        presence: Which devices are connected, on any node (``presence_of(router)``).
         defaults: Accounts' default sound and mute.
         clock: Time source (``muted_until``).
     """
@@ -107,10 +88,16 @@ class GroupPush:
     async def fanned_out(
         self, group_id: GroupId, sender: AccountId, woken: Sequence[DeviceRef]
     ) -> None:
-        """Push every offline device among ``woken`` (those that got the new envelope)."""
-        offline = [
-            d for d in woken if not self._presence.is_connected(d) and self._push.should_push(d)
-        ]
+        """Push every offline device among ``woken`` (those that got the new envelope).
+
+        Devices the push service would coalesce away are dropped first; the rest are looked
+        up in one presence batch (one Redis round trip with several nodes).
+        """
+        candidates = [d for d in woken if self._push.should_push(d)]
+        if not candidates:
+            return
+        online = await self._presence.connected(candidates)
+        offline = [d for d in candidates if d not in online]
         if not offline:
             return
         group = await self._groups.get(group_id, sender)

@@ -79,6 +79,9 @@ class MemberRecord:
     joined_at: int
     devices: tuple[DeviceId, ...]
     settings: MemberSettings = field(default_factory=MemberSettings)
+    registrations: tuple[int, ...] = ()
+    """The registration id of each of ``devices``, in the same order (clients key the
+    holders of their sender keys by it: a re-registered device must get the key again)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,9 +65,19 @@ class MemoryGroupStore:
             account = await self._accounts.get_account(account_id)
             if account is None:  # the account went away: it is no member any more
                 continue
-            devices = tuple(d.device_id for d in await self._accounts.list_devices(account_id))
+            listed = await self._accounts.list_devices(account_id)
+            devices = tuple(d.device_id for d in listed)
+            registrations = tuple(d.registration_id for d in listed)
             members.append(
-                MemberRecord(account_id, account.address, m.role, m.joined_at, devices, m.settings)
+                MemberRecord(
+                    account_id,
+                    account.address,
+                    m.role,
+                    m.joined_at,
+                    devices,
+                    m.settings,
+                    registrations,
+                )
             )
         return GroupRecord(
             group_id,

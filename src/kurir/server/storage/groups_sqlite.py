@@ -102,12 +102,14 @@ def _read(conn: sqlite3.Connection, group: str) -> GroupRecord:
     if row is None:
         raise UnknownGroup("no such group")
     devices: dict[str, list[DeviceId]] = {}
-    for account, device in conn.execute(
-        "SELECT d.account_id, d.device_id FROM group_members m JOIN devices d"
+    registrations: dict[str, list[int]] = {}
+    for account, device, registration_id in conn.execute(
+        "SELECT d.account_id, d.device_id, d.registration_id FROM group_members m JOIN devices d"
         " ON d.account_id = m.account_id WHERE m.group_id = ? ORDER BY d.account_id, d.device_id",
         (group,),
     ):
         devices.setdefault(str(account), []).append(DeviceId(int(device)))
+        registrations.setdefault(str(account), []).append(int(registration_id))
     members = tuple(
         MemberRecord(
             _aid(r[0]),
@@ -116,6 +118,7 @@ def _read(conn: sqlite3.Connection, group: str) -> GroupRecord:
             int(r[4]),
             tuple(devices.get(str(r[0]), ())),
             MemberSettings(bool(r[5]), int(r[6]), r[7]),
+            tuple(registrations.get(str(r[0]), ())),
         )
         for r in conn.execute(
             "SELECT m.account_id, a.app, a.identifier, m.role, m.joined_at, m.archived,"

@@ -110,13 +110,15 @@ async def _read(conn: Conn, group_id: GroupId) -> GroupRecord:
     if row is None:
         raise UnknownGroup("no such group")
     devices: dict[AccountId, list[DeviceId]] = {}
+    registrations: dict[AccountId, list[int]] = {}
     for d in await conn.fetch(
-        "SELECT d.account_id, d.device_id FROM group_members m JOIN devices d"
+        "SELECT d.account_id, d.device_id, d.registration_id FROM group_members m JOIN devices d"
         " ON d.account_id = m.account_id WHERE m.group_id = $1"
         " ORDER BY d.account_id, d.device_id",
         group_id,
     ):
         devices.setdefault(AccountId(d["account_id"]), []).append(DeviceId(int(d["device_id"])))
+        registrations.setdefault(AccountId(d["account_id"]), []).append(int(d["registration_id"]))
     members = tuple(
         MemberRecord(
             AccountId(m["account_id"]),
@@ -125,6 +127,7 @@ async def _read(conn: Conn, group_id: GroupId) -> GroupRecord:
             int(m["joined_at"]),
             tuple(devices.get(AccountId(m["account_id"]), ())),
             MemberSettings(bool(m["archived"]), int(m["muted_until"]), m["sound"]),
+            tuple(registrations.get(AccountId(m["account_id"]), ())),
         )
         for m in await conn.fetch(
             "SELECT m.account_id, a.app, a.identifier, m.role, m.joined_at, m.archived,"
