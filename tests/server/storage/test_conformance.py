@@ -437,3 +437,27 @@ async def test_linked_devices_get_fresh_ids(storage: Storage) -> None:
     # re-registration starts over
     await accounts.register(ALICE, new_account_id=A_ID, device=_device(), now=8)
     assert await accounts.add_device(A_ID, _device(34), now=9, max_devices=3) == 2
+
+
+async def test_one_ack_deletes_a_thousand_envelopes_and_receipts_ack_like_any(
+    storage: Storage,
+) -> None:
+    # an ``ack`` frame may carry 1,000 seqs (docs/protocol.md §7.1): one call deletes them all
+    await _two_accounts(storage)
+    mb = storage.mailboxes
+    keys = [i.to_bytes(16, "big") for i in range(1, 1001)]
+    await mb.enqueue([_env(B_ID, k) for k in keys], now=1, expires_at=FAR, cap=2000)
+    receipts = await mb.acknowledge(
+        B_ID, D1, list(range(1000, 0, -1)), now=2, expires_at=FAR, receipt_source_address=None
+    )
+    assert await mb.fetch(B_ID, D1, after_seq=0, limit=10, now=3) == []
+    sent_back = receipts.envelopes[DeviceRef(A_ID, D1)]
+    assert sorted(e.message_id for e in sent_back) == keys
+    assert {e.type for e in sent_back} == {RECEIPT_TYPE}
+    # acknowledging the receipts makes no receipt; the messages stay deduplicated
+    again = await mb.acknowledge(
+        A_ID, D1, [e.seq for e in sent_back], now=4, expires_at=FAR, receipt_source_address=None
+    )
+    assert again == []
+    assert await mb.fetch(A_ID, D1, after_seq=0, limit=10, now=5) == []
+    assert await mb.enqueue([_env(B_ID, k) for k in keys[:3]], now=6, expires_at=FAR, cap=10) == []

@@ -312,3 +312,64 @@ async def test_a_lone_failing_operation_leaves_nothing_behind(tmp_path: Path) ->
         assert await db.read(_accounts) == ["a"]
     finally:
         await db.close()
+
+
+async def test_schema_6_keeps_mailboxes_and_delivered_records(tmp_path: Path) -> None:
+    """Migration 6 rebuilds the mailbox tables (clustered, no foreign keys): queued envelopes,
+    their seqs and the delivered records (dedupe after ack) survive it."""
+    path = tmp_path / "k.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for version, sql in load_migrations()[:5]:
+        conn.executescript(f"{sql}\nINSERT INTO schema_version (version) VALUES ({version});")
+    account = str(A_ID)
+    conn.execute(
+        "INSERT INTO accounts (account_id, app, identifier, created_at)"
+        " VALUES (?, 'messenger', '5', 1)",
+        (account,),
+    )
+    conn.execute(
+        "INSERT INTO devices (account_id, device_id, registration_id, salt, password_hash,"
+        " created_at, last_seq) VALUES (?, 1, 1, x'00', x'00', 1, 7)",
+        (account,),
+    )
+    for seq, key in ((6, b"q" * 16), (7, b"r" * 16)):
+        conn.execute(
+            "INSERT INTO envelopes (account_id, device_id, seq, dedupe_key, type, message_id,"
+            " client_timestamp, server_timestamp, expires_at, body)"
+            " VALUES (?, 1, ?, ?, 1, ?, 1, 2, ?, ?)",
+            (account, seq, key, key, 10**15, b"body%d" % seq),
+        )
+    conn.execute(
+        "INSERT INTO delivered (account_id, device_id, dedupe_key, expires_at) VALUES (?, 1, ?, ?)",
+        (account, b"d" * 16, 10**15),
+    )
+    conn.commit()
+    conn.close()
+    engine = SqliteEngine.open(path)
+    mailboxes = engine.storage.mailboxes
+
+    def env(key: bytes) -> OutgoingEnvelope:
+        return OutgoingEnvelope(A_ID, DeviceId(1), key, 1, None, None, None, key, 1, b"new")
+
+    try:
+        got = await mailboxes.fetch(A_ID, DeviceId(1), after_seq=0, limit=10, now=3)
+        assert [(e.seq, e.body) for e in got] == [(6, b"body6"), (7, b"body7")]
+        # a queued key and a delivered key are still deduplicated; a new key gets the next seq
+        assert not await mailboxes.enqueue(
+            [env(b"q" * 16), env(b"d" * 16)], now=4, expires_at=10**15, cap=10
+        )
+        queued = await mailboxes.enqueue([env(b"n" * 16)], now=4, expires_at=10**15, cap=10)
+        assert [e.seq for e in queued.envelopes[queued[0]]] == [8]
+        await mailboxes.acknowledge(
+            A_ID, DeviceId(1), [6, 8], now=5, expires_at=10**15, receipt_source_address=None
+        )
+        got = await mailboxes.fetch(A_ID, DeviceId(1), after_seq=0, limit=10, now=5)
+        assert [e.seq for e in got] == [7]
+    finally:
+        await engine.close()
+    conn = sqlite3.connect(path)
+    schema = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+    conn.close()
+    assert "WITHOUT ROWID" in schema["envelopes"]
+    assert "WITHOUT ROWID" in schema["delivered"]

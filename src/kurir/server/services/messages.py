@@ -126,6 +126,7 @@ class MessageService:
             if not decision.allowed:
                 return  # dropped silently: the sender sees "sent", never "delivered"
         sealed_source = EnvelopeType.UNIDENTIFIED_SENDER
+        source_address = str(sender.address)
         envelopes = [
             OutgoingEnvelope(
                 recipient,
@@ -134,7 +135,7 @@ class MessageService:
                 m.type,
                 None if m.type == sealed_source else sender.account_id,
                 None if m.type == sealed_source else sender.device_id,
-                None if m.type == sealed_source else str(sender.address),
+                None if m.type == sealed_source else source_address,
                 frame.message_id,
                 frame.timestamp,
                 m.body,

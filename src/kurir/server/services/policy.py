@@ -163,6 +163,8 @@ class PolicyService:
         self.default_reachability = default_reachability
         self._clock = clock
         self._addresses: dict[AccountId, Address] = {}
+        # the address-book keys naming each sender, derived from its (permanent) address
+        self._keys: dict[AccountId, tuple[str, ...]] = {}
 
     async def resolve(self, address: Address) -> AccountId | None:
         """The account registered at ``address``, or ``None``."""
@@ -201,7 +203,12 @@ class PolicyService:
         recipient_address = await self.address_of(recipient)
         if sender_address is None or recipient_address is None:
             return Decision(Verdict.DROP, "unknown account")
-        keys = contact_keys(sender_address, self._catalogue)
+        keys = self._keys.get(sender)
+        if keys is None:
+            keys = tuple(contact_keys(sender_address, self._catalogue))
+            if len(self._keys) >= _MAX_CACHED_ADDRESSES:
+                self._keys.pop(next(iter(self._keys)))
+            self._keys[sender] = keys
         if self._views is not None:
             view = await self._views.policy_view(recipient, sender, keys)
         else:

@@ -59,6 +59,16 @@ _ENVELOPE_COLUMNS = (
     "client_timestamp, server_timestamp, body"
 )
 
+# schema 6 dropped the mailbox tables' foreign keys: a device's removal deletes its rows here
+_DROP_DEVICE_MAILBOX = (
+    "DELETE FROM envelopes WHERE account_id = ? AND device_id = ?",
+    "DELETE FROM delivered WHERE account_id = ? AND device_id = ?",
+)
+_DROP_ACCOUNT_MAILBOXES = (
+    "DELETE FROM envelopes WHERE account_id = ?",
+    "DELETE FROM delivered WHERE account_id = ?",
+)
+
 
 def _aid(value: object) -> AccountId:
     return AccountId(UUID(str(value)))
@@ -114,6 +124,8 @@ class _Accounts:
             else:
                 account_id = _aid(row[0])
                 conn.execute("DELETE FROM devices WHERE account_id = ?", (str(account_id),))
+                for sql in _DROP_ACCOUNT_MAILBOXES:
+                    conn.execute(sql, (str(account_id),))
                 conn.execute(
                     "UPDATE accounts SET identity_key = NULL, last_device_id = 1"
                     " WHERE account_id = ?",
@@ -175,10 +187,12 @@ class _Accounts:
             return False
 
         def op(conn: sqlite3.Connection) -> bool:
+            where = (str(account_id), device_id)
             deleted = conn.execute(
-                "DELETE FROM devices WHERE account_id = ? AND device_id = ?",
-                (str(account_id), device_id),
+                "DELETE FROM devices WHERE account_id = ? AND device_id = ?", where
             ).rowcount
+            for sql in _DROP_DEVICE_MAILBOX:
+                conn.execute(sql, where)
             return bool(deleted)
 
         return await self._db.write(op)
@@ -418,20 +432,56 @@ class _Keys:
         return await write_quiet(self._db, op)
 
 
-_ACK_CHUNK = 500
-"""Seqs deleted per statement (SQLite limits the parameters of one statement)."""
+_ACK = (
+    "DELETE FROM envelopes WHERE account_id = ? AND device_id = ?"
+    " AND seq IN (SELECT value FROM json_each(?)) RETURNING seq, dedupe_key, expires_at, type,"
+    " source_account, source_device, message_id, client_timestamp"
+)
+"""Delete acknowledged envelopes, the seqs given as one JSON array (any count, one statement)."""
+_RECORD_DELIVERED = (
+    "INSERT INTO delivered (account_id, device_id, dedupe_key, expires_at)"
+    " VALUES (?, ?, ?, ?) ON CONFLICT (account_id, device_id, dedupe_key)"
+    " DO UPDATE SET expires_at = excluded.expires_at"
+)
+
+
+def _json_ints(values: Sequence[int]) -> str:
+    """``values`` as a JSON array (``int()`` first: only digits reach the SQL)."""
+    return "[" + ",".join([str(int(v)) for v in values]) + "]"
+
+
+def _first_int(row: Any) -> int:
+    return int(row[0])
+
+
+_INSERT_NEXT = (
+    "INSERT INTO envelopes (account_id, device_id, seq, dedupe_key, type, source_account,"
+    " source_device, source_address, message_id, client_timestamp, server_timestamp,"
+    " expires_at, body)"
+    " SELECT d.account_id, d.device_id, d.last_seq + 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12"
+    " FROM devices d WHERE d.account_id = ?1 AND d.device_id = ?2"
+    " AND NOT EXISTS (SELECT 1 FROM envelopes e WHERE e.account_id = ?1"
+    " AND e.device_id = ?2 AND e.dedupe_key = ?3)"
+    " AND NOT EXISTS (SELECT 1 FROM delivered x WHERE x.account_id = ?1"
+    " AND x.device_id = ?2 AND x.dedupe_key = ?3 AND x.expires_at > ?10)"
+)
+"""Enqueue one envelope after the device's last seq unless its dedupe key is queued or was
+delivered (unexpired record); the ``envelopes_advance_last_seq`` trigger (schema 6) moves the
+device's ``last_seq`` in the same statement. No row inserted: see :data:`_PROBE` for why."""
+_INSERT_NEXT_UNCAPPED = f"{_INSERT_NEXT} RETURNING seq"
+_INSERT_NEXT_CAPPED = (
+    f"{_INSERT_NEXT} AND (SELECT COUNT(*) FROM envelopes e"  # noqa: S608 - constants only
+    " WHERE e.account_id = ?1 AND e.device_id = ?2) < ?13 RETURNING seq"
+)
 _PROBE = (
-    "SELECT d.last_seq,"
-    " EXISTS (SELECT 1 FROM envelopes e WHERE e.account_id = d.account_id"
+    "SELECT EXISTS (SELECT 1 FROM envelopes e WHERE e.account_id = d.account_id"
     " AND e.device_id = d.device_id AND e.dedupe_key = ?1)"
     " OR EXISTS (SELECT 1 FROM delivered x WHERE x.account_id = d.account_id"
-    " AND x.device_id = d.device_id AND x.dedupe_key = ?1 AND x.expires_at > ?2),"
-    " CASE WHEN ?3 THEN (SELECT COUNT(*) FROM envelopes e WHERE e.account_id = d.account_id"
-    " AND e.device_id = d.device_id) ELSE 0 END"
-    " FROM devices d WHERE d.account_id = ?4 AND d.device_id = ?5"
+    " AND x.device_id = d.device_id AND x.dedupe_key = ?1 AND x.expires_at > ?2)"
+    " FROM devices d WHERE d.account_id = ?3 AND d.device_id = ?4"
 )
-"""One read per envelope: the device's last seq (no row: no such device), whether the dedupe
-key is queued or was delivered (unexpired record), and, when capped, the mailbox size."""
+"""Why :data:`_INSERT_NEXT` inserted nothing: no row, no such device; true, a duplicate;
+false, the mailbox is full."""
 
 
 def _enqueue(
@@ -444,81 +494,64 @@ def _enqueue(
     strict: bool = True,
 ) -> Enqueued:
     """Enqueue inside the caller's transaction (see ``MailboxStore.enqueue``); ``strict``
-    False skips envelopes to devices that do not exist instead of refusing them all."""
-    todo: list[tuple[DeviceRef, str, OutgoingEnvelope]] = []
-    seen: set[tuple[DeviceRef, bytes]] = set()
-    last: dict[DeviceRef, int] = {}
-    added: dict[DeviceRef, int] = {}
-    full: list[DeviceRef] = []
-    for env in envelopes:
-        ref = DeviceRef(env.account_id, env.device_id)
-        account = str(env.account_id)
-        row = conn.execute(
-            _PROBE, (env.dedupe_key, now, cap is not None, account, env.device_id)
-        ).fetchone()
-        if row is None:
-            if strict:
-                raise UnknownDevice("no such recipient device")
-            continue
-        if (ref, env.dedupe_key) in seen or row[1]:
-            continue
-        if cap is not None and int(row[2]) + added.get(ref, 0) >= cap:
-            if ref not in full:
-                full.append(ref)
-            continue
-        seen.add((ref, env.dedupe_key))
-        last.setdefault(ref, int(row[0]))
-        added[ref] = added.get(ref, 0) + 1
-        todo.append((ref, account, env))
-    if full:
-        raise MailboxFull(full)
-    if not todo:
-        return Enqueued()
+    False skips envelopes to devices that do not exist instead of refusing them all.
+
+    One statement per envelope in the usual case (each statement lets the event loop take the
+    GIL, so their number, not their SQL, sets the writer's pace). On :class:`MailboxFull` or
+    :class:`UnknownDevice` envelopes may have been inserted: raising rolls the operation back.
+    """
+    insert = _INSERT_NEXT_UNCAPPED if cap is None else _INSERT_NEXT_CAPPED
     queued: dict[DeviceRef, list[StoredEnvelope]] = {}
-    rows: list[tuple[object, ...]] = []
-    for ref, account, env in todo:
-        seq = last[ref] + 1
-        last[ref] = seq
-        rows.append(
-            (
-                account,
-                env.device_id,
-                seq,
-                env.dedupe_key,
-                env.type,
-                None if env.source is None else str(env.source),
-                env.source_device,
-                env.source_address,
-                env.message_id,
-                env.timestamp,
-                now,
-                expires_at,
-                env.body,
-            )
-        )
-        stored = StoredEnvelope(
-            seq,
+    full: list[DeviceRef] = []
+    accounts: dict[AccountId, str] = {}
+    for env in envelopes:
+        account = accounts.get(env.account_id)
+        if account is None:
+            account = accounts[env.account_id] = str(env.account_id)
+        source = env.source
+        values: tuple[object, ...] = (
+            account,
+            env.device_id,
+            env.dedupe_key,
             env.type,
-            env.source,
+            None if source is None else str(source),
             env.source_device,
             env.source_address,
             env.message_id,
             env.timestamp,
             now,
+            expires_at,
             env.body,
         )
-        queued.setdefault(ref, []).append(stored)
-    conn.executemany(
-        "UPDATE devices SET last_seq = ? WHERE account_id = ? AND device_id = ?",
-        [(seq, str(ref.account_id), ref.device_id) for ref, seq in last.items()],
-    )
-    conn.executemany(
-        "INSERT INTO envelopes (account_id, device_id, seq, dedupe_key, type,"
-        " source_account, source_device, source_address, message_id, client_timestamp,"
-        " server_timestamp, expires_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    return Enqueued(queued, queued)
+        row = conn.execute(insert, values if cap is None else (*values, cap)).fetchone()
+        ref = DeviceRef(env.account_id, env.device_id)
+        if row is not None:
+            stored = StoredEnvelope(
+                int(row[0]),
+                env.type,
+                source,
+                env.source_device,
+                env.source_address,
+                env.message_id,
+                env.timestamp,
+                now,
+                env.body,
+            )
+            found = queued.get(ref)
+            if found is None:
+                queued[ref] = [stored]
+            else:
+                found.append(stored)
+            continue
+        why = conn.execute(_PROBE, (env.dedupe_key, now, account, env.device_id)).fetchone()
+        if why is None:
+            if strict:
+                raise UnknownDevice("no such recipient device")
+        elif not why[0] and ref not in full:
+            full.append(ref)
+    if full:
+        raise MailboxFull(full)
+    return Enqueued(queued, queued) if queued else Enqueued()
 
 
 class _Mailboxes:
@@ -585,26 +618,15 @@ class _Mailboxes:
         where = (str(account_id), device_id)
 
         def op(conn: sqlite3.Connection) -> Enqueued:
-            unique = list(dict.fromkeys(seqs))
-            rows: list[Any] = []
-            for start in range(0, len(unique), _ACK_CHUNK):
-                chunk = unique[start : start + _ACK_CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                # only "?" placeholders are interpolated
-                rows += conn.execute(
-                    "DELETE FROM envelopes WHERE account_id = ? AND device_id = ?"  # noqa: S608
-                    f" AND seq IN ({marks}) RETURNING seq, dedupe_key, expires_at, type,"
-                    " source_account, source_device, message_id, client_timestamp",
-                    (*where, *chunk),
-                ).fetchall()
+            # one statement text whatever the count (prepared once): the seqs as a JSON array
+            rows = conn.execute(_ACK, (*where, _json_ints(seqs))).fetchall()
             if not rows:
                 return Enqueued()
-            rows.sort(key=lambda r: int(r[0]))
+            rows.sort(key=_first_int)
+            # a receipt needs no delivered record: its dedupe key is derived from a message
+            # that is itself deleted and recorded here, so it is never enqueued again
             conn.executemany(
-                "INSERT INTO delivered (account_id, device_id, dedupe_key, expires_at)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (account_id, device_id, dedupe_key)"
-                " DO UPDATE SET expires_at = excluded.expires_at",
-                [(*where, r[1], r[2]) for r in rows],
+                _RECORD_DELIVERED, [(*where, r[1], r[2]) for r in rows if r[3] != RECEIPT_TYPE]
             )
             receipts = [
                 OutgoingEnvelope(

@@ -1,0 +1,123 @@
+"""The SQLite mailbox store alone: what one message's three write operations cost.
+
+What it measures (docs/performance.md, "Round 2 of the hot path"): the storage side of one
+delivered message, as the server runs it, without sockets: ``MailboxStore.enqueue`` of one
+envelope with its conversation counts (``SendCount``), the recipient's ``acknowledge`` (which
+enqueues the delivery receipt) and the sender's ``acknowledge`` of that receipt. ``--senders``
+coroutines (100, like ``kurir bench --devices 100``) each run ``--messages`` such cycles to
+random other accounts, one at a time, so the writer thread group-commits about as many
+operations per batch as under the closed-loop bench. It prints cycles per second and the CPU
+per cycle of the whole process and of the SQLite writer thread alone (from
+``/proc/self/task``, Linux only).
+
+    .venv/bin/python bench/mailbox_cycle.py
+    .venv/bin/python bench/mailbox_cycle.py --senders 100 --messages 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from kurir.server.storage.metadata_records import ConversationState
+from kurir.server.storage.protocols import Storage
+from kurir.server.storage.records import NewDevice, OutgoingEnvelope, SendCount
+from kurir.server.storage.sqlite import SqliteEngine
+from kurir.server.types import AccountId, DeviceId
+from kurir.wire.address import Address
+
+_FAR = 10**15
+_D1 = DeviceId(1)
+
+
+def _writer_cpu_s() -> float:
+    """CPU seconds (user + system) of the engine's writer thread so far."""
+    for thread in threading.enumerate():
+        if thread.name == "kurir-sqlite-writer" and thread.native_id is not None:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+async def _sender(
+    storage: Storage, me: AccountId, peers: list[AccountId], rng: random.Random, messages: int
+) -> None:
+    mailboxes = storage.mailboxes
+    for _ in range(messages):
+        peer = rng.choice(peers)
+        while peer == me:
+            peer = rng.choice(peers)
+        message_id = uuid.UUID(int=rng.getrandbits(128)).bytes
+        envelope = OutgoingEnvelope(
+            peer, _D1, message_id, 1, me, _D1, None, message_id, 1, rng.randbytes(200)
+        )
+        queued = await mailboxes.enqueue(
+            [envelope],
+            now=2,
+            expires_at=_FAR,
+            cap=10_000,
+            count=SendCount(me, peer, ConversationState.ACCEPTED),
+        )
+        (stored,) = queued.envelopes[queued[0]]
+        receipts = await mailboxes.acknowledge(
+            peer, _D1, [stored.seq], now=3, expires_at=_FAR, receipt_source_address=None
+        )
+        for ref, sent_back in receipts.envelopes.items():
+            await mailboxes.acknowledge(
+                ref.account_id,
+                ref.device_id,
+                [e.seq for e in sent_back],
+                now=4,
+                expires_at=_FAR,
+                receipt_source_address=None,
+            )
+
+
+async def _run(senders: int, messages: int) -> None:
+    engine = SqliteEngine.open(Path(tempfile.mkdtemp(prefix="kurir-cycle-")) / "k.db")
+    storage = engine.storage
+    rng = random.Random(1)
+    ids: list[AccountId] = []
+    for index in range(senders):
+        ids.append(
+            await storage.accounts.register(
+                Address("messenger", str(1000 + index)),
+                new_account_id=AccountId(uuid.UUID(int=rng.getrandbits(128))),
+                device=NewDevice(None, 1, b"s" * 16, b"h" * 32),
+                now=1,
+            )
+        )
+    writer_0, cpu_0, wall_0 = _writer_cpu_s(), time.process_time(), time.perf_counter()
+    await asyncio.gather(
+        *(_sender(storage, me, ids, random.Random(i), messages) for i, me in enumerate(ids))
+    )
+    wall = time.perf_counter() - wall_0
+    cpu, writer = time.process_time() - cpu_0, _writer_cpu_s() - writer_0
+    await engine.close()
+    cycles = senders * messages
+    print(
+        f"{cycles} cycles in {wall:.2f} s: {cycles / wall:,.0f} cycles/s;"
+        f" CPU per cycle: process {cpu / cycles * 1e6:.0f} us,"
+        f" writer thread {writer / cycles * 1e6:.0f} us"
+    )
+
+
+def main() -> None:
+    """Parse the options and run."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--senders", type=int, default=100, help="concurrent senders (100)")
+    parser.add_argument("--messages", type=int, default=200, help="cycles per sender (200)")
+    args = parser.parse_args()
+    asyncio.run(_run(args.senders, args.messages))
+
+
+if __name__ == "__main__":
+    main()
