@@ -160,8 +160,6 @@ class LoadOptions:
         payload_bytes: Message body size (opaque, like a ciphertext).
         drain_s: Longest wait after a phase for outstanding deliveries.
         data_dir: The server's data directory; ``None``: a fresh temporary one.
-        server_variants: Experimental server changes to measure
-            (:mod:`kurir.bench.variant_server`); empty: ``kurir serve`` as it is.
         database: A PostgreSQL server DSN (``postgresql://user@host:port/db``): the run
             creates a fresh database on it, uses it, and drops it; ``None``: SQLite.
         redis: ``redis://...`` shared by the nodes (required when ``nodes`` > 1).
@@ -177,7 +175,6 @@ class LoadOptions:
     payload_bytes: int = 200
     drain_s: float = 10.0
     data_dir: Path | None = None
-    server_variants: tuple[str, ...] = ()
     database: str | None = None
     redis: str | None = None
     nodes: int = 1
@@ -487,9 +484,7 @@ def run_load(
                     extra += ("--redis", options.redis, "--node-id", node_ids[n])
                 node_dir = data_dir if options.nodes == 1 else data_dir / f"node-{n + 1}"
                 node_dir.mkdir(parents=True, exist_ok=True)
-                servers.append(
-                    start_kurir_server(node_dir, variants=options.server_variants, extra_args=extra)
-                )
+                servers.append(start_kurir_server(node_dir, extra_args=extra))
             server, more = servers[0], servers[1:]
             devices = _register(server, options.devices, progress)
             workers = _raw_workers(

@@ -72,14 +72,6 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot")
     parser.add_argument("--no-plot", action="store_true", help="never plot")
     parser.add_argument(
-        "--server-variant",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="run the server with an experimental change (kurir.bench.variant_server: "
-        "uvloop, batch-wakeups); repeat to combine",
-    )
-    parser.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -231,7 +223,6 @@ def run(args: argparse.Namespace) -> int:
                 window=args.window,
                 payload_bytes=args.payload,
                 data_dir=args.data_dir,
-                server_variants=tuple(args.server_variant),
                 database=args.database,
                 redis=args.redis,
                 nodes=args.nodes,
