@@ -173,14 +173,8 @@ class SignedPreKeyRecord:
 
     def serialize(self) -> bytes:
         """Returns libsignal's ``SignedPreKeyRecordStructure``."""
-        proto = protos.SignedPreKeyRecordStructure(
-            id=self.id,
-            public_key=self.key_pair.public_key.serialize(),
-            private_key=self.key_pair.private_key.serialize(),
-            signature=self.signature,
-            timestamp=self.timestamp_ms,
-        )
-        return bytes(proto.SerializeToString())
+        pair = self.key_pair
+        return _signed_record(self, pair.public_key.serialize(), pair.private_key.serialize())
 
     @classmethod
     def deserialize(cls, data: bytes) -> Self:
@@ -215,14 +209,8 @@ class KyberPreKeyRecord:
 
     def serialize(self) -> bytes:
         """Returns libsignal's ``SignedPreKeyRecordStructure`` holding the KEM keys."""
-        proto = protos.SignedPreKeyRecordStructure(
-            id=self.id,
-            public_key=self.key_pair.public_key.serialize(),
-            private_key=self.key_pair.secret_key.serialize(),
-            signature=self.signature,
-            timestamp=self.timestamp_ms,
-        )
-        return bytes(proto.SerializeToString())
+        pair = self.key_pair
+        return _signed_record(self, pair.public_key.serialize(), pair.secret_key.serialize())
 
     @classmethod
     def deserialize(cls, data: bytes) -> Self:
@@ -383,3 +371,17 @@ def generate_kyber_pre_key(
 def random_id(rng: Rng) -> int:
     """A random prekey id in 1..2^24-1, to start a fresh sequence of ids."""
     return 1 + int.from_bytes(rng(4), "big") % (MAX_PREKEY_ID - 1)
+
+
+def _signed_record(
+    record: SignedPreKeyRecord | KyberPreKeyRecord, public: bytes, private: bytes
+) -> bytes:
+    """libsignal's ``SignedPreKeyRecordStructure``, the layout of both signed prekey kinds."""
+    proto = protos.SignedPreKeyRecordStructure(
+        id=record.id,
+        public_key=public,
+        private_key=private,
+        signature=record.signature,
+        timestamp=record.timestamp_ms,
+    )
+    return bytes(proto.SerializeToString())
