@@ -72,6 +72,14 @@ def test_refuses_a_newer_schema(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr + result.stdout
 
 
+async def test_refuses_a_data_dir_another_server_uses(tmp_path: Path) -> None:
+    async with spawn_server(tmp_path):
+        result = _serve("--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "is in use by another kurir process" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
 def test_refuses_a_bad_app_catalogue(tmp_path: Path) -> None:
     apps = tmp_path / "apps.toml"
     apps.write_text('[[apps]]\nid = "Bad"\n', encoding="utf-8")

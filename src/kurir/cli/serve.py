@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from kurir.server.app import DB_FILE
     from kurir.server.config import ConfigError, ServerConfig, load_apps
     from kurir.server.storage.errors import SchemaTooNew, StorageError
-    from kurir.server.storage.sqlite_db import check_schema
+    from kurir.server.storage.sqlite_db import check_not_in_use, check_schema
 
     _setup_logging()
     try:
@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if args.database is None:
             check_schema(args.data_dir / DB_FILE)
+            check_not_in_use(args.data_dir / DB_FILE)
         else:  # refuse early, before listening, a schema newer than this kurir
             from kurir.server.storage.postgres_db import inspect_database
 

@@ -11,12 +11,17 @@ from uuid import UUID
 
 import pytest
 
-from kurir.server.storage.errors import SchemaTooNew, StorageError
+from kurir.server.storage.errors import DatabaseInUse, SchemaTooNew, StorageError
 from kurir.server.storage.metadata_protocols import PolicyViewReader
 from kurir.server.storage.metadata_records import ConversationState
 from kurir.server.storage.records import NewDevice, OutgoingEnvelope, SendCount
 from kurir.server.storage.sqlite import SqliteEngine
-from kurir.server.storage.sqlite_db import ON_LOOP_VM_STEPS, Database, load_migrations
+from kurir.server.storage.sqlite_db import (
+    ON_LOOP_VM_STEPS,
+    Database,
+    check_not_in_use,
+    load_migrations,
+)
 from kurir.server.types import AccountId, DeviceId
 from kurir.wire.address import Address
 
@@ -50,6 +55,18 @@ async def test_refuses_newer_schema(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(SchemaTooNew):
         SqliteEngine.open(path)
+
+
+async def test_one_process_owns_the_file_until_it_closes(tmp_path: Path) -> None:
+    path = tmp_path / "k.db"
+    first = Database.open(path)
+    with pytest.raises(DatabaseInUse, match="in use by another kurir process"):
+        Database.open(path)  # another open of the file (another process, or this one)
+    with pytest.raises(DatabaseInUse):
+        check_not_in_use(path)
+    await first.close()
+    check_not_in_use(path)
+    await Database.open(path).close()
 
 
 async def test_migrations_are_numbered_and_recorded(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from kurir.server.types import DeviceRef
 
 __all__ = [
+    "DatabaseInUse",
     "IdentityKeyChanged",
     "KeysNotSet",
     "MailboxFull",
@@ -65,6 +66,10 @@ class MailboxFull(RequestRefused):
 
 class TooManyDevices(RequestRefused):
     """The account already has the maximum number of devices."""
+
+
+class DatabaseInUse(StorageError):
+    """Another process has the SQLite database open: the embedded engine has one owner."""
 
 
 class SchemaTooNew(StorageError):

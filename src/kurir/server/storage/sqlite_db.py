@@ -23,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import fcntl
 import importlib.resources
 import logging
+import os
 import queue
 import re
 import sqlite3
@@ -34,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Generic, TypeVar
 
-from kurir.server.storage.errors import SchemaTooNew, StorageError
+from kurir.server.storage.errors import DatabaseInUse, SchemaTooNew, StorageError
 
-__all__ = ["ON_LOOP_VM_STEPS", "Database", "check_schema", "load_migrations"]
+__all__ = ["ON_LOOP_VM_STEPS", "Database", "check_not_in_use", "check_schema", "load_migrations"]
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
@@ -81,6 +83,34 @@ def check_schema(path: Path) -> None:
     known = len(load_migrations())
     if current > known:
         raise SchemaTooNew(f"database schema {current} is newer than this kurir ({known})")
+
+
+def _take_ownership(path: Path) -> int:
+    """Lock ``<database>.lock`` for this process, or refuse: the embedded engine has one owner
+    (its writer thread batches every write, and its read cache sees every change), so a second
+    ``kurir serve`` or ``kurir migrate`` on the same file is refused instead of racing it. The
+    lock goes with the process, however it ends.
+
+    Raises:
+        DatabaseInUse: Another process holds it.
+    """
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DatabaseInUse(f"{path} is in use by another kurir process") from None
+    return fd
+
+
+def check_not_in_use(path: Path) -> None:
+    """Refuse early, before listening, a database another process has open.
+
+    Raises:
+        DatabaseInUse: Another process holds it.
+    """
+    if path.parent.exists():
+        os.close(_take_ownership(path))
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -179,6 +209,7 @@ class Database:
         self._writer = threading.Thread(target=self._write_loop, name="kurir-sqlite-writer")
         self._bulk = concurrent.futures.ThreadPoolExecutor(1, "kurir-sqlite-bulk")
         self._closed = False
+        self._lock: int | None = None  # the owner lock's descriptor, from :meth:`open`
         self._writer.start()
 
     @classmethod
@@ -187,8 +218,10 @@ class Database:
 
         Raises:
             SchemaTooNew: The file was written by a newer kurir.
+            DatabaseInUse: Another process has the file open.
         """
         path.parent.mkdir(parents=True, exist_ok=True)
+        lock = _take_ownership(path)
         opened: list[sqlite3.Connection] = []
         try:
             opened.append(_connect(path))
@@ -198,8 +231,11 @@ class Database:
         except BaseException:
             for conn in opened:
                 conn.close()
+            os.close(lock)
             raise
-        return cls(path, *opened)
+        database = cls(path, *opened)
+        database._lock = lock
+        return database
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in the next group-committed transaction; return once committed.
@@ -356,3 +392,6 @@ class Database:
         self._bulk.shutdown(wait=True)
         with self._reader_busy:
             self._reader_conn.close()
+        if self._lock is not None:
+            os.close(self._lock)  # releases the owner lock
+            self._lock = None
