@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -24,6 +25,7 @@ __all__ = ["HELP", "add_parser", "run"]
 
 HELP: Final = "run a kurir server"
 _log = logging.getLogger("kurir.cli.serve")
+_GC_YOUNG_THRESHOLD: Final = 100_000
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -92,8 +94,22 @@ async def _serve(config: ServerConfig) -> None:
         sock.close()
 
 
+def _tune_gc() -> None:
+    """Keep the cyclic garbage collector out of the message path's latency.
+
+    The server allocates many short-lived objects per message (frames, dicts, envelopes) and
+    few cycles. ``gc.freeze`` moves everything allocated at start-up (modules, the app) out of
+    every later collection, and a young-generation threshold of 100,000 allocations (700 by
+    default) makes collections rare. Under saturation this halved p99 and raised throughput
+    about 15% (docs/performance.md, "Garbage collector").
+    """
+    gc.freeze()
+    gc.set_threshold(_GC_YOUNG_THRESHOLD, 50, 100)
+
+
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:
     """Run ``main`` on uvloop when it is installed (``uvicorn[standard]``), else asyncio's."""
+    _tune_gc()
     try:
         import uvloop
     except ImportError:
