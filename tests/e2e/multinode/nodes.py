@@ -14,7 +14,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -225,3 +225,22 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         pass
     finally:
         writer.transport.abort()
+
+
+async def until(check: Callable[[], Awaitable[bool]]) -> None:
+    """Wait until ``check()`` holds, asking again every 50 ms: a node's log file or a key that
+    Redis deletes has no event to wait on. Only a guard limits it; no assertion depends on time."""
+    for _ in range(1200):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("condition never held")
+
+
+def logged(path: Path, text: bytes) -> Callable[[], Awaitable[bool]]:
+    """A check for :func:`until`: ``text`` appears in the file at ``path`` (a node's log)."""
+
+    async def check() -> bool:
+        return text in await asyncio.to_thread(path.read_bytes)
+
+    return check

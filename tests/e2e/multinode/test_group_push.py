@@ -8,38 +8,19 @@ Redis router's presence), while an offline member is pushed.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from uuid import UUID
 
 import httpx
 from redis.asyncio import Redis
 
-from e2e.multinode.nodes import running_nodes
+from e2e.multinode.nodes import logged, running_nodes, until
 from e2e.multinode.raw import RawConnection, register
 from kurir.server.routing_redis import device_key
 from kurir.server.types import AccountId, DeviceId, DeviceRef
 
 LOUD = b"push: wake-up (silent=False"
 SILENT = b"push: wake-up (silent=True"
-
-
-async def _until(check: Callable[[], Awaitable[bool]]) -> None:
-    """Wait until ``check()`` holds, asking again every 50 ms (a log file or a Redis key has
-    no event to wait on); only a guard limits it, no assertion depends on time."""
-    for _ in range(1200):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError("condition never held")
-
-
-def _logged(path: Path, text: bytes) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return text in await asyncio.to_thread(path.read_bytes)
-
-    return check
 
 
 async def test_a_member_online_on_another_node_gets_no_group_push(
@@ -76,8 +57,8 @@ async def test_a_member_online_on_another_node_gets_no_group_push(
         assert (await listener.envelope()).body == b"one"
         # both pushes of one fan-out are made before its result: the offline member's is
         # logged, and none for the member connected to node two
-        await _until(_logged(one.log_path, SILENT))
-        assert not await _logged(one.log_path, LOUD)()
+        await until(logged(one.log_path, SILENT))
+        assert not await logged(one.log_path, LOUD)()
 
         await listener.close()
         key = device_key(DeviceRef(AccountId(online.account_id), DeviceId(1)))
@@ -87,9 +68,9 @@ async def test_a_member_online_on_another_node_gets_no_group_push(
             async def released() -> bool:
                 return not await redis.exists(key)
 
-            await _until(released)
+            await until(released)
         finally:
             await redis.aclose()
         assert (await talker.group_send(group_id, b"two")).ok  # offline everywhere now
-        await _until(_logged(one.log_path, LOUD))
+        await until(logged(one.log_path, LOUD))
         await talker.close()

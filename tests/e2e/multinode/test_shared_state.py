@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 from redis.asyncio import Redis
 
 from e2e.harness import app_key
-from e2e.multinode.nodes import FailoverProxy, running_nodes, start_node
+from e2e.multinode.nodes import FailoverProxy, logged, running_nodes, start_node, until
 from e2e.multinode.private_redis import private_redis
 from e2e.multinode.raw import DEV_CODE, RawConnection, register
 from kurir.server.routing_redis import device_key
@@ -191,23 +190,6 @@ async def test_a_revocation_unpublished_by_a_cut_off_node_goes_out_when_it_is_ba
         await link.close()
 
 
-async def _until(check: Callable[[], Awaitable[bool]]) -> None:
-    """Wait until ``check()`` holds, asking again every 50 ms: a log file or a key that Redis
-    deletes has no event to wait on. Only a guard limits it; no assertion depends on time."""
-    for _ in range(1200):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError("condition never held")
-
-
-def _logged(path: Path, text: bytes) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return text in await asyncio.to_thread(path.read_bytes)
-
-    return check
-
-
 async def test_a_device_connected_to_another_node_gets_no_push(
     tmp_path: Path, database_url: str, redis_url: str
 ) -> None:
@@ -230,8 +212,8 @@ async def test_a_device_connected_to_another_node_gets_no_push(
         assert (await listener.envelope()).body == b"one"
         assert (await talker.send(marker, b"marker")).ok  # offline: a (silent) push
         # node one logs in order: a push for "one" would come before the marker's
-        await _until(_logged(one.log_path, b"push: wake-up (silent=True"))
-        assert not await _logged(one.log_path, b"push: wake-up (silent=False")()
+        await until(logged(one.log_path, b"push: wake-up (silent=True"))
+        assert not await logged(one.log_path, b"push: wake-up (silent=False")()
         await listener.close()
         key = device_key(DeviceRef(AccountId(recipient.account_id), DeviceId(1)))
         redis: Redis = Redis.from_url(redis_url)
@@ -240,9 +222,9 @@ async def test_a_device_connected_to_another_node_gets_no_push(
             async def released() -> bool:
                 return not await redis.exists(key)
 
-            await _until(released)
+            await until(released)
         finally:
             await redis.aclose()
         assert (await talker.send(recipient, b"two")).ok  # offline everywhere: a push
-        await _until(_logged(one.log_path, b"push: wake-up (silent=False"))
+        await until(logged(one.log_path, b"push: wake-up (silent=False"))
         await talker.close()
