@@ -14,7 +14,8 @@ engine's schema and a bench table of its own (``bench_rows``: integer key, a sho
 * **instructions per millisecond**: how many SQLite VM instructions a scan runs per ms, so the
   on-loop bound can be read as time;
 * **writer batch**: CPU per operation of a batch of 64 small write operations (an insert and an
-  update each), run as the writer runs it without savepoints and, for comparison, with a
+  update each), run as the writer process runs it (``sqlite_writer.run_batch``, here in this
+  process) without savepoints and, for comparison, with a
   SAVEPOINT/RELEASE around each operation; on a connection with ``synchronous=OFF`` so that
   the fsync (unchanged by either) is not in the figure;
 * **pragmas** (``--pragmas``): the point and range reads on plain connections with
@@ -37,7 +38,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from kurir.server.storage.sqlite_db import ON_LOOP_VM_STEPS, Database, _Op
+from kurir.server.storage.sqlite_db import ON_LOOP_VM_STEPS, Database
+from kurir.server.storage.sqlite_writer import Call, _run_isolated, run_batch
 
 _ROWS = 10_000
 _BLOB = os.urandom(200)
@@ -112,40 +114,32 @@ def _steps_per_ms(conn: sqlite3.Connection) -> float:
     return steps / ((time.perf_counter() - start) / 20 * 1e3)
 
 
-def _write_op(i: int) -> Callable[[sqlite3.Connection], int]:
-    def op(conn: sqlite3.Connection) -> int:
-        conn.execute("INSERT INTO bench_rows (a, b) VALUES (?, ?)", (f"w-{i}", _BLOB))
-        conn.execute("UPDATE bench_rows SET n = n + 1 WHERE k = ?", (i % _ROWS,))
-        return i
-
-    return op
+def _write_op(conn: sqlite3.Connection, i: int) -> int:
+    conn.execute("INSERT INTO bench_rows (a, b) VALUES (?, ?)", (f"w-{i}", _BLOB))
+    conn.execute("UPDATE bench_rows SET n = n + 1 WHERE k = ?", (i % _ROWS,))
+    return i
 
 
 def _writer_us(path: Path, batches: int, size: int) -> tuple[float, float]:
     """CPU us per operation: optimistic batch, and every operation in its own savepoint."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA synchronous=OFF")
-    loop = asyncio.new_event_loop()
     try:
         results: dict[str, float] = {}
         for _ in range(2):  # the second round is the one kept (warm caches)
             for name in ("optimistic", "savepoints"):
                 total = 0.0
                 for b in range(batches):
-                    ops: list[_Op[object]] = [
-                        _Op(_write_op(b * size + i), loop.create_future())  # type: ignore[arg-type]
-                        for i in range(size)
-                    ]
+                    ops = [Call(_write_op, (b * size + i,), {}) for i in range(size)]
                     start = time.thread_time()
                     if name == "optimistic":
-                        Database._run_batch(conn, ops)
+                        run_batch(conn, ops)
                     else:
-                        Database._run_isolated(conn, ops, failed=-1, error=RuntimeError())
+                        _run_isolated(conn, ops, failed=-1, error=RuntimeError())
                     total += time.thread_time() - start
                 results[name] = total / (batches * size) * 1e6
         return results["optimistic"], results["savepoints"]
     finally:
-        loop.close()
         conn.close()
 
 
@@ -234,7 +228,15 @@ async def _main(args: argparse.Namespace) -> None:
         path = Path(tmp) / "bench.db"
         db = Database.open(path)
         try:
-            await db.write(_seed)
+            # seeded on a connection of this process: a write operation of ``db`` is sent to
+            # its writer process by name, and this script's ``__main__`` cannot be imported there
+            seed = sqlite3.connect(path, isolation_level=None)
+            with seed:
+                seed.execute("PRAGMA busy_timeout=5000")
+                seed.execute("BEGIN IMMEDIATE")
+                _seed(seed)
+                seed.execute("COMMIT")
+            seed.close()
             print(
                 f"SQLite {sqlite3.sqlite_version}, event loop: {loop_name},"
                 f" ON_LOOP_VM_STEPS {ON_LOOP_VM_STEPS}"

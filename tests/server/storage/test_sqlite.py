@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -24,6 +25,14 @@ from kurir.server.storage.sqlite_db import (
 )
 from kurir.server.types import AccountId, DeviceId
 from kurir.wire.address import Address
+from server.storage.writer_ops import (
+    accounts,
+    hold,
+    insert,
+    insert_again,
+    insert_then_fail,
+    rename_a,
+)
 
 A_ID = AccountId(UUID(int=1))
 
@@ -83,27 +92,13 @@ async def test_migrations_are_numbered_and_recorded(tmp_path: Path) -> None:
 
 async def test_failing_operation_does_not_spoil_its_batch(tmp_path: Path) -> None:
     db = Database.open(tmp_path / "k.db")
-
-    def good(conn: sqlite3.Connection) -> int:
-        conn.execute(
-            "INSERT INTO accounts (account_id, app, identifier, created_at)"
-            " VALUES ('a', 'x', 'y', 1)"
-        )
-        return 1
-
-    def bad(conn: sqlite3.Connection) -> int:
-        conn.execute(
-            "INSERT INTO accounts (account_id, app, identifier, created_at)"
-            " VALUES ('b', 'x', 'z', 1)"
-        )
-        raise ValueError("refused")
-
     try:
-        results = await asyncio.gather(db.write(good), db.write(bad), return_exceptions=True)
-        assert results[0] == 1
+        results = await asyncio.gather(
+            db.write(insert, "a"), db.write(insert_then_fail, "b"), return_exceptions=True
+        )
+        assert results[0] == "a"
         assert isinstance(results[1], ValueError)
-        rows = await db.read(lambda c: c.execute("SELECT account_id FROM accounts").fetchall())
-        assert rows == [("a",)]
+        assert await db.read(accounts) == ["a"]
     finally:
         await db.close()
 
@@ -138,63 +133,44 @@ async def test_upgrades_a_schema_1_database(tmp_path: Path) -> None:
     assert device_id == 2
 
 
-def _insert(account_id: str) -> Callable[[sqlite3.Connection], str]:
-    def op(conn: sqlite3.Connection) -> str:
-        conn.execute(
-            "INSERT INTO accounts (account_id, app, identifier, created_at) VALUES (?, 'x', ?, 1)",
-            (account_id, account_id),
-        )
-        return account_id
-
-    return op
+Write = tuple[Callable[[sqlite3.Connection, str], str], str]
 
 
-def _accounts(conn: sqlite3.Connection) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT account_id FROM accounts ORDER BY account_id")]
-
-
-async def _one_batch(db: Database, fns: list[Callable[[sqlite3.Connection], str]]) -> list[object]:
-    """Run ``fns`` through :meth:`Database.write` as ONE group-commit batch: a first operation
-    holds the writer thread until all of them are queued."""
-    started, release = threading.Event(), threading.Event()
-
-    def gate(conn: sqlite3.Connection) -> str:
-        started.set()
-        release.wait(10)
-        return "gate"
-
-    gate_task = asyncio.create_task(db.write(gate))
-    await asyncio.to_thread(started.wait, 10)
-    tasks = [asyncio.create_task(db.write(fn)) for fn in fns]
+async def _one_batch(db: Database, gate: Path, writes: list[Write]) -> list[object]:
+    """Run ``writes`` through :meth:`Database.write` as ONE group-commit batch: a first
+    operation holds the writer process (:func:`hold`, on the FIFO ``gate``) until all of them
+    have been sent to it."""
+    os.mkfifo(gate)
+    gate_task = asyncio.create_task(db.write(hold, str(gate)))
+    release = await asyncio.to_thread(open, gate, "wb")  # returns once the writer holds
+    tasks = [asyncio.create_task(db.write(fn, arg)) for fn, arg in writes]
     await asyncio.sleep(0)  # every task has queued its operation
-    release.set()
-    assert await gate_task == "gate"
+    await asyncio.sleep(0)  # and they went to the writer as one message
+    release.close()
+    assert await gate_task == "held"
     return list(await asyncio.gather(*tasks, return_exceptions=True))
 
 
 async def test_a_failing_operation_is_isolated_within_its_batch(tmp_path: Path) -> None:
     db = Database.open(tmp_path / "k.db")
-
-    def bad(conn: sqlite3.Connection) -> str:
-        _insert("b")(conn)
-        raise ValueError("refused")
-
-    def after_bad(conn: sqlite3.Connection) -> str:
-        # fails if the refused operation's row were still there
-        return _insert("b")(conn) + "-again"
-
-    def needs_a(conn: sqlite3.Connection) -> str:
-        changed = conn.execute("UPDATE accounts SET identifier = 'A' WHERE account_id = 'a'")
-        return f"updated {changed.rowcount}"
-
     try:
-        results = await _one_batch(db, [_insert("a"), bad, after_bad, needs_a, _insert("a")])
+        results = await _one_batch(
+            db,
+            tmp_path / "gate",
+            [
+                (insert, "a"),
+                (insert_then_fail, "b"),
+                (insert_again, "b"),
+                (rename_a, ""),
+                (insert, "a"),
+            ],
+        )
         assert results[0] == "a"
         assert isinstance(results[1], ValueError)
         assert results[2] == "b-again"
         assert results[3] == "updated 1"  # saw the first operation's row
         assert isinstance(results[4], sqlite3.IntegrityError)  # a duplicate of the first
-        assert await db.read(_accounts) == ["a", "b"]
+        assert await db.read(accounts) == ["a", "b"]
         identifiers = await db.read(
             lambda c: c.execute("SELECT identifier FROM accounts ORDER BY account_id").fetchall()
         )
@@ -207,8 +183,8 @@ async def test_a_batch_without_failures_commits_every_operation(tmp_path: Path) 
     db = Database.open(tmp_path / "k.db")
     try:
         names = [f"n{i:02d}" for i in range(20)]
-        assert await _one_batch(db, [_insert(n) for n in names]) == names
-        assert await db.read(_accounts) == names
+        assert await _one_batch(db, tmp_path / "gate", [(insert, n) for n in names]) == names
+        assert await db.read(accounts) == names
     finally:
         await db.close()
 
@@ -217,9 +193,9 @@ async def test_a_read_sees_every_write_awaited_before_it(tmp_path: Path) -> None
     db = Database.open(tmp_path / "k.db")
     try:
         for i in range(50):
-            await db.write(_insert(f"r{i:02d}"))
-            assert len(await db.read(_accounts)) == i + 1
-            assert len(await db.read_bulk(_accounts)) == i + 1
+            await db.write(insert, f"r{i:02d}")
+            assert len(await db.read(accounts)) == i + 1
+            assert len(await db.read_bulk(accounts)) == i + 1
     finally:
         await db.close()
 
@@ -266,11 +242,11 @@ async def test_closed_database_refuses_reads_and_writes(tmp_path: Path) -> None:
     db = Database.open(tmp_path / "k.db")
     await db.close()
     with pytest.raises(StorageError):
-        await db.read(_accounts)
+        await db.read(accounts)
     with pytest.raises(StorageError):
-        await db.read_bulk(_accounts)
+        await db.read_bulk(accounts)
     with pytest.raises(StorageError):
-        await db.write(_insert("x"))
+        await db.write(insert, "x")
 
 
 async def test_cached_send_path_reads_follow_every_change(tmp_path: Path) -> None:
@@ -316,17 +292,12 @@ async def test_cached_send_path_reads_follow_every_change(tmp_path: Path) -> Non
 
 async def test_a_lone_failing_operation_leaves_nothing_behind(tmp_path: Path) -> None:
     db = Database.open(tmp_path / "k.db")
-
-    def bad(conn: sqlite3.Connection) -> str:
-        _insert("b")(conn)
-        raise ValueError("refused")
-
     try:
         with pytest.raises(ValueError, match="refused"):
-            await db.write(bad)
-        assert await db.read(_accounts) == []
-        assert await db.write(_insert("a")) == "a"  # the writer goes on
-        assert await db.read(_accounts) == ["a"]
+            await db.write(insert_then_fail, "b")
+        assert await db.read(accounts) == []
+        assert await db.write(insert, "a") == "a"  # the writer goes on
+        assert await db.read(accounts) == ["a"]
     finally:
         await db.close()
 

@@ -2,7 +2,8 @@
 
 This module owns the SQL of :class:`~kurir.server.storage.codes.CodeStore` on SQLite. Every
 method is one operation on the engine's single writer (:mod:`kurir.server.storage.sqlite_db`),
-so a redemption's read, compare and delete cannot interleave with another's.
+so a redemption's read, compare and delete cannot interleave with another's; the operations
+are module-level functions, sent to the writer process by name.
 """
 
 from __future__ import annotations
@@ -18,6 +19,79 @@ from kurir.server.types import AccountId
 __all__ = ["SqliteCodeStore"]
 
 
+def _issue(conn: sqlite3.Connection, code: PendingCode, max_per_owner: int) -> None:
+    owner = None if code.owner is None else str(code.owner)
+    conn.execute(
+        "INSERT INTO pending_codes (purpose, subject, code_hash, owner, attempts,"
+        " created_at, expires_at) VALUES (?, ?, ?, ?, 0, ?, ?)"
+        " ON CONFLICT (purpose, subject) DO UPDATE SET code_hash = excluded.code_hash,"
+        " owner = excluded.owner, attempts = 0, created_at = excluded.created_at,"
+        " expires_at = excluded.expires_at",
+        (code.purpose.value, code.subject, code.digest, owner, code.created_at, code.expires_at),
+    )
+    if owner is None:
+        return
+    conn.execute(
+        "DELETE FROM pending_codes WHERE owner = ? AND purpose = ? AND subject != ?"
+        " AND subject NOT IN (SELECT subject FROM pending_codes"
+        "  WHERE owner = ? AND purpose = ? AND subject != ? AND expires_at > ?"
+        "  ORDER BY expires_at DESC, subject DESC LIMIT ?)",
+        (
+            owner,
+            code.purpose.value,
+            code.subject,
+            owner,
+            code.purpose.value,
+            code.subject,
+            code.created_at,
+            max(0, max_per_owner - 1),
+        ),
+    )
+
+
+def _redeem(
+    conn: sqlite3.Connection,
+    purpose: CodePurpose,
+    subject: bytes,
+    digest: bytes,
+    now: int,
+    max_attempts: int,
+) -> Redeemed | None:
+    key = (purpose.value, subject)
+    row = conn.execute(
+        "SELECT code_hash, owner, attempts, expires_at FROM pending_codes"
+        " WHERE purpose = ? AND subject = ?",
+        key,
+    ).fetchone()
+    if row is None:
+        return None
+    stored, owner, attempts, expires_at = bytes(row[0]), row[1], int(row[2]), int(row[3])
+    if expires_at > now and attempts < max_attempts:
+        if hmac.compare_digest(stored, digest):
+            conn.execute("DELETE FROM pending_codes WHERE purpose = ? AND subject = ?", key)
+            return Redeemed(None if owner is None else AccountId(UUID(owner)))
+        attempts += 1
+        if attempts < max_attempts:
+            conn.execute(
+                "UPDATE pending_codes SET attempts = ? WHERE purpose = ? AND subject = ?",
+                (attempts, *key),
+            )
+            return None
+    conn.execute("DELETE FROM pending_codes WHERE purpose = ? AND subject = ?", key)
+    return None
+
+
+def _discard_owner(conn: sqlite3.Connection, purpose: CodePurpose, owner: AccountId) -> int:
+    cursor = conn.execute(
+        "DELETE FROM pending_codes WHERE owner = ? AND purpose = ?", (str(owner), purpose.value)
+    )
+    return cursor.rowcount
+
+
+def _expire(conn: sqlite3.Connection, now: int) -> int:
+    return conn.execute("DELETE FROM pending_codes WHERE expires_at <= ?", (now,)).rowcount
+
+
 class SqliteCodeStore:
     """Pending codes in the engine's SQLite database.
 
@@ -30,44 +104,7 @@ class SqliteCodeStore:
 
     async def issue(self, code: PendingCode, *, max_per_owner: int) -> None:
         """See :class:`CodeStore`."""
-        owner = None if code.owner is None else str(code.owner)
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO pending_codes (purpose, subject, code_hash, owner, attempts,"
-                " created_at, expires_at) VALUES (?, ?, ?, ?, 0, ?, ?)"
-                " ON CONFLICT (purpose, subject) DO UPDATE SET code_hash = excluded.code_hash,"
-                " owner = excluded.owner, attempts = 0, created_at = excluded.created_at,"
-                " expires_at = excluded.expires_at",
-                (
-                    code.purpose.value,
-                    code.subject,
-                    code.digest,
-                    owner,
-                    code.created_at,
-                    code.expires_at,
-                ),
-            )
-            if owner is None:
-                return
-            conn.execute(
-                "DELETE FROM pending_codes WHERE owner = ? AND purpose = ? AND subject != ?"
-                " AND subject NOT IN (SELECT subject FROM pending_codes"
-                "  WHERE owner = ? AND purpose = ? AND subject != ? AND expires_at > ?"
-                "  ORDER BY expires_at DESC, subject DESC LIMIT ?)",
-                (
-                    owner,
-                    code.purpose.value,
-                    code.subject,
-                    owner,
-                    code.purpose.value,
-                    code.subject,
-                    code.created_at,
-                    max(0, max_per_owner - 1),
-                ),
-            )
-
-        await self._db.write(op)
+        await self._db.write(_issue, code, max_per_owner)
 
     async def redeem(
         self,
@@ -79,49 +116,12 @@ class SqliteCodeStore:
         max_attempts: int,
     ) -> Redeemed | None:
         """See :class:`CodeStore`."""
-        key = (purpose.value, subject)
-
-        def op(conn: sqlite3.Connection) -> Redeemed | None:
-            row = conn.execute(
-                "SELECT code_hash, owner, attempts, expires_at FROM pending_codes"
-                " WHERE purpose = ? AND subject = ?",
-                key,
-            ).fetchone()
-            if row is None:
-                return None
-            stored, owner, attempts, expires_at = bytes(row[0]), row[1], int(row[2]), int(row[3])
-            if expires_at > now and attempts < max_attempts:
-                if hmac.compare_digest(stored, digest):
-                    conn.execute("DELETE FROM pending_codes WHERE purpose = ? AND subject = ?", key)
-                    return Redeemed(None if owner is None else AccountId(UUID(owner)))
-                attempts += 1
-                if attempts < max_attempts:
-                    conn.execute(
-                        "UPDATE pending_codes SET attempts = ? WHERE purpose = ? AND subject = ?",
-                        (attempts, *key),
-                    )
-                    return None
-            conn.execute("DELETE FROM pending_codes WHERE purpose = ? AND subject = ?", key)
-            return None
-
-        return await self._db.write(op)
+        return await self._db.write(_redeem, purpose, subject, digest, now, max_attempts)
 
     async def discard_owner(self, purpose: CodePurpose, owner: AccountId) -> int:
         """See :class:`CodeStore`."""
-
-        def op(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute(
-                "DELETE FROM pending_codes WHERE owner = ? AND purpose = ?",
-                (str(owner), purpose.value),
-            )
-            return cursor.rowcount
-
-        return await self._db.write(op)
+        return await self._db.write(_discard_owner, purpose, owner)
 
     async def expire(self, now: int) -> int:
         """See :class:`CodeStore`."""
-
-        def op(conn: sqlite3.Connection) -> int:
-            return conn.execute("DELETE FROM pending_codes WHERE expires_at <= ?", (now,)).rowcount
-
-        return await self._db.write(op)
+        return await self._db.write(_expire, now)

@@ -63,6 +63,10 @@ class MailboxFull(RequestRefused):
         super().__init__(f"{len(devices)} mailbox(es) full")
         self.devices = devices
 
+    def __reduce__(self) -> tuple[type[MailboxFull], tuple[list[DeviceRef]]]:
+        """Pickle by the devices (it crosses from the SQLite writer process)."""
+        return (MailboxFull, (self.devices,))
+
 
 class TooManyDevices(RequestRefused):
     """The account already has the maximum number of devices."""

@@ -1,9 +1,10 @@
 """The SQLite implementation of :class:`MetadataStore` (tables of migration 0004).
 
-This module owns the SQL of settings, profile pictures, blocks, conversations, contacts and
-push subscriptions. Each method is one operation on the engine's
-:class:`~kurir.server.storage.sqlite_db.Database` (one group-committed transaction; reads on
-the reader connection). The SQL stays portable to PostgreSQL.
+This module owns the SQL of settings, profile pictures, blocks, conversations, contacts and push
+subscriptions. Each method is one operation on the engine's
+:class:`~kurir.server.storage.sqlite_db.Database` (one group-committed transaction in the writer
+process, its operation a module-level function here; reads on the reader connection). The SQL
+stays portable to PostgreSQL.
 """
 
 from __future__ import annotations
@@ -122,6 +123,97 @@ def record_send_in(
     return changed
 
 
+def _put_settings(conn: sqlite3.Connection, values: tuple[object, ...]) -> None:
+    conn.execute(
+        "INSERT INTO account_settings (account_id, reachability, default_sound,"
+        " default_muted, unarchive_on_message, display_name, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account_id) DO UPDATE SET"
+        " reachability = excluded.reachability, default_sound = excluded.default_sound,"
+        " default_muted = excluded.default_muted,"
+        " unarchive_on_message = excluded.unarchive_on_message,"
+        " display_name = excluded.display_name, updated_at = excluded.updated_at",
+        values,
+    )
+
+
+def _put_avatar(conn: sqlite3.Connection, account: str, avatar: AvatarRecord | None) -> None:
+    conn.execute("DELETE FROM avatars WHERE account_id = ?", (account,))
+    if avatar is not None:
+        conn.execute(
+            "INSERT INTO avatars (account_id, content_type, data, updated_at) VALUES (?, ?, ?, ?)",
+            (account, avatar.content_type, avatar.data, avatar.updated_at),
+        )
+
+
+def _block(conn: sqlite3.Connection, account: str, target: str, now: int) -> None:
+    conn.execute(
+        "INSERT INTO blocks (account_id, blocked_account, created_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (account_id, blocked_account) DO NOTHING",
+        (account, target, now),
+    )
+
+
+def _unblock(conn: sqlite3.Connection, account: str, target: str) -> bool:
+    cursor = conn.execute(
+        "DELETE FROM blocks WHERE account_id = ? AND blocked_account = ?", (account, target)
+    )
+    return cursor.rowcount > 0
+
+
+def _set_state(
+    conn: sqlite3.Connection, account: str, peer: str, state: ConversationState, now: int
+) -> None:
+    _upsert_conversation(conn, account, peer, state, now)
+    conn.execute(
+        "UPDATE conversations SET state = ? WHERE account_id = ? AND peer_account = ?",
+        (state.value, account, peer),
+    )
+
+
+def _set_flags(
+    conn: sqlite3.Connection,
+    account: str,
+    peer: str,
+    archived: bool,
+    muted: bool | None,
+    sound: str | None,
+) -> bool:
+    cursor = conn.execute(
+        "UPDATE conversations SET archived = ?, muted = ?, sound = ?"
+        " WHERE account_id = ? AND peer_account = ?",
+        (int(archived), None if muted is None else int(muted), sound, account, peer),
+    )
+    return cursor.rowcount > 0
+
+
+def _replace_contacts(
+    conn: sqlite3.Connection, account: str, entries: Sequence[str], now: int
+) -> None:
+    conn.execute("DELETE FROM contacts WHERE account_id = ?", (account,))
+    conn.executemany(
+        "INSERT INTO contacts (account_id, entry, position, added_at) VALUES (?, ?, ?, ?)",
+        [(account, e, i, now) for i, e in enumerate(entries)],
+    )
+
+
+def _put_push(conn: sqlite3.Connection, s: PushSubscription) -> None:
+    conn.execute(
+        "INSERT INTO push_subscriptions (account_id, device_id, endpoint, p256dh, auth,"
+        " created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, device_id)"
+        " DO UPDATE SET endpoint = excluded.endpoint, p256dh = excluded.p256dh,"
+        " auth = excluded.auth, created_at = excluded.created_at",
+        (str(s.account_id), s.device_id, s.endpoint, s.p256dh, s.auth, s.created_at),
+    )
+
+
+def _delete_push(conn: sqlite3.Connection, account: str, device_id: DeviceId) -> bool:
+    cursor = conn.execute(
+        "DELETE FROM push_subscriptions WHERE account_id = ? AND device_id = ?",
+        (account, device_id),
+    )
+    return cursor.rowcount > 0
+
+
 class SqliteMetadataStore:
     """Metadata in the engine's SQLite database."""
 
@@ -183,19 +275,7 @@ class SqliteMetadataStore:
             settings.updated_at,
         )
 
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO account_settings (account_id, reachability, default_sound,"
-                " default_muted, unarchive_on_message, display_name, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account_id) DO UPDATE SET"
-                " reachability = excluded.reachability, default_sound = excluded.default_sound,"
-                " default_muted = excluded.default_muted,"
-                " unarchive_on_message = excluded.unarchive_on_message,"
-                " display_name = excluded.display_name, updated_at = excluded.updated_at",
-                values,
-            )
-
-        await self._db.write(op)
+        await self._db.write(_put_settings, values)
 
     async def avatar(self, account_id: AccountId) -> AvatarRecord | None:
         """See :class:`MetadataStore`."""
@@ -211,41 +291,15 @@ class SqliteMetadataStore:
 
     async def put_avatar(self, account_id: AccountId, avatar: AvatarRecord | None) -> None:
         """See :class:`MetadataStore`."""
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM avatars WHERE account_id = ?", (str(account_id),))
-            if avatar is not None:
-                conn.execute(
-                    "INSERT INTO avatars (account_id, content_type, data, updated_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (str(account_id), avatar.content_type, avatar.data, avatar.updated_at),
-                )
-
-        await self._db.write(op)
+        await self._db.write(_put_avatar, str(account_id), avatar)
 
     async def block(self, account_id: AccountId, target: AccountId, *, now: int) -> None:
         """See :class:`MetadataStore`."""
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO blocks (account_id, blocked_account, created_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (account_id, blocked_account) DO NOTHING",
-                (str(account_id), str(target), now),
-            )
-
-        await self._db.write(op)
+        await self._db.write(_block, str(account_id), str(target), now)
 
     async def unblock(self, account_id: AccountId, target: AccountId) -> bool:
         """See :class:`MetadataStore`."""
-
-        def op(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
-                "DELETE FROM blocks WHERE account_id = ? AND blocked_account = ?",
-                (str(account_id), str(target)),
-            )
-            return cursor.rowcount > 0
-
-        return await self._db.write(op)
+        return await self._db.write(_unblock, str(account_id), str(target))
 
     async def is_blocked(self, account_id: AccountId, target: AccountId) -> bool:
         """See :class:`MetadataStore`."""
@@ -304,15 +358,7 @@ class SqliteMetadataStore:
         self, account_id: AccountId, peer: AccountId, state: ConversationState, *, now: int
     ) -> None:
         """See :class:`MetadataStore`."""
-
-        def op(conn: sqlite3.Connection) -> None:
-            _upsert_conversation(conn, str(account_id), str(peer), state, now)
-            conn.execute(
-                "UPDATE conversations SET state = ? WHERE account_id = ? AND peer_account = ?",
-                (state.value, str(account_id), str(peer)),
-            )
-
-        await self._db.write(op)
+        await self._db.write(_set_state, str(account_id), str(peer), state, now)
 
     async def set_flags(
         self,
@@ -324,22 +370,7 @@ class SqliteMetadataStore:
         sound: str | None,
     ) -> bool:
         """See :class:`MetadataStore`."""
-
-        def op(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
-                "UPDATE conversations SET archived = ?, muted = ?, sound = ?"
-                " WHERE account_id = ? AND peer_account = ?",
-                (
-                    int(archived),
-                    None if muted is None else int(muted),
-                    sound,
-                    str(account_id),
-                    str(peer),
-                ),
-            )
-            return cursor.rowcount > 0
-
-        return await self._db.write(op)
+        return await self._db.write(_set_flags, str(account_id), str(peer), archived, muted, sound)
 
     async def record_send(
         self,
@@ -350,22 +381,13 @@ class SqliteMetadataStore:
         now: int,
     ) -> None:
         """See :class:`MetadataStore`."""
-        me, them = str(sender), str(recipient)
-        await self._db.write(lambda conn: record_send_in(conn, me, them, recipient_state, now))
+        await self._db.write(record_send_in, str(sender), str(recipient), recipient_state, now)
 
     async def replace_contacts(
         self, account_id: AccountId, entries: Sequence[str], *, now: int
     ) -> None:
         """See :class:`MetadataStore`."""
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM contacts WHERE account_id = ?", (str(account_id),))
-            conn.executemany(
-                "INSERT INTO contacts (account_id, entry, position, added_at) VALUES (?, ?, ?, ?)",
-                [(str(account_id), e, i, now) for i, e in enumerate(entries)],
-            )
-
-        await self._db.write(op)
+        await self._db.write(_replace_contacts, str(account_id), list(entries), now)
 
     async def contacts(self, account_id: AccountId) -> list[ContactRecord]:
         """See :class:`MetadataStore`."""
@@ -396,18 +418,7 @@ class SqliteMetadataStore:
 
     async def put_push(self, subscription: PushSubscription) -> None:
         """See :class:`MetadataStore`."""
-        s = subscription
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO push_subscriptions (account_id, device_id, endpoint, p256dh, auth,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, device_id)"
-                " DO UPDATE SET endpoint = excluded.endpoint, p256dh = excluded.p256dh,"
-                " auth = excluded.auth, created_at = excluded.created_at",
-                (str(s.account_id), s.device_id, s.endpoint, s.p256dh, s.auth, s.created_at),
-            )
-
-        await self._db.write(op)
+        await self._db.write(_put_push, subscription)
 
     async def push_subscription(
         self, account_id: AccountId, device_id: DeviceId
@@ -439,15 +450,7 @@ class SqliteMetadataStore:
 
     async def delete_push(self, account_id: AccountId, device_id: DeviceId) -> bool:
         """See :class:`MetadataStore`."""
-
-        def op(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
-                "DELETE FROM push_subscriptions WHERE account_id = ? AND device_id = ?",
-                (str(account_id), device_id),
-            )
-            return cursor.rowcount > 0
-
-        return await self._db.write(op)
+        return await self._db.write(_delete_push, str(account_id), device_id)
 
     async def report_rows(self, account_id: AccountId) -> dict[str, list[dict[str, object]]] | None:
         """See :class:`MetadataStore`: every table of :data:`REPORT_TABLES` that exists."""

@@ -101,6 +101,89 @@ def _envelope(row: Any) -> StoredEnvelope:
     )
 
 
+def _register(
+    conn: sqlite3.Connection,
+    address: Address,
+    new_account_id: AccountId,
+    device: NewDevice,
+    now: int,
+) -> AccountId:
+    row = conn.execute(
+        "SELECT account_id FROM accounts WHERE app = ? AND identifier = ?",
+        (address.app, address.identifier),
+    ).fetchone()
+    if row is None:
+        account_id = new_account_id
+        conn.execute(
+            "INSERT INTO accounts (account_id, app, identifier, identity_key, created_at)"
+            " VALUES (?, ?, ?, NULL, ?)",
+            (str(account_id), address.app, address.identifier, now),
+        )
+    else:
+        account_id = _aid(row[0])
+        conn.execute("DELETE FROM devices WHERE account_id = ?", (str(account_id),))
+        for sql in _DROP_ACCOUNT_MAILBOXES:
+            conn.execute(sql, (str(account_id),))
+        conn.execute(
+            "UPDATE accounts SET identity_key = NULL, last_device_id = 1 WHERE account_id = ?",
+            (str(account_id),),
+        )
+    conn.execute(
+        f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+        (
+            str(account_id),
+            PRIMARY_DEVICE,
+            device.name,
+            device.registration_id,
+            device.salt,
+            device.password_hash,
+            now,
+        ),
+    )
+    return account_id
+
+
+def _add_device(
+    conn: sqlite3.Connection, account: str, device: NewDevice, now: int, max_devices: int
+) -> DeviceId:
+    row = conn.execute(
+        "UPDATE accounts SET last_device_id = last_device_id + 1 WHERE account_id = ?"
+        " RETURNING last_device_id",
+        (account,),
+    ).fetchone()
+    if row is None:
+        raise UnknownDevice("no such account")
+    count = conn.execute(
+        "SELECT COUNT(*) FROM devices WHERE account_id = ?", (account,)
+    ).fetchone()[0]
+    if int(count) >= max_devices:
+        raise TooManyDevices("the account has the maximum number of devices")
+    device_id = DeviceId(int(row[0]))
+    conn.execute(
+        f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+        (
+            account,
+            device_id,
+            device.name,
+            device.registration_id,
+            device.salt,
+            device.password_hash,
+            now,
+        ),
+    )
+    return device_id
+
+
+def _remove_device(conn: sqlite3.Connection, account_id: AccountId, device_id: DeviceId) -> bool:
+    where = (str(account_id), device_id)
+    deleted = conn.execute(
+        "DELETE FROM devices WHERE account_id = ? AND device_id = ?", where
+    ).rowcount
+    for sql in _DROP_DEVICE_MAILBOX:
+        conn.execute(sql, where)
+    return bool(deleted)
+
+
 class _Accounts:
     def __init__(self, db: Database, cache: ReadCache | None = None) -> None:
         self._db = db
@@ -109,93 +192,18 @@ class _Accounts:
     async def register(
         self, address: Address, *, new_account_id: AccountId, device: NewDevice, now: int
     ) -> AccountId:
-        def op(conn: sqlite3.Connection) -> AccountId:
-            row = conn.execute(
-                "SELECT account_id FROM accounts WHERE app = ? AND identifier = ?",
-                (address.app, address.identifier),
-            ).fetchone()
-            if row is None:
-                account_id = new_account_id
-                conn.execute(
-                    "INSERT INTO accounts (account_id, app, identifier, identity_key, created_at)"
-                    " VALUES (?, ?, ?, NULL, ?)",
-                    (str(account_id), address.app, address.identifier, now),
-                )
-            else:
-                account_id = _aid(row[0])
-                conn.execute("DELETE FROM devices WHERE account_id = ?", (str(account_id),))
-                for sql in _DROP_ACCOUNT_MAILBOXES:
-                    conn.execute(sql, (str(account_id),))
-                conn.execute(
-                    "UPDATE accounts SET identity_key = NULL, last_device_id = 1"
-                    " WHERE account_id = ?",
-                    (str(account_id),),
-                )
-            conn.execute(
-                f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-                (
-                    str(account_id),
-                    PRIMARY_DEVICE,
-                    device.name,
-                    device.registration_id,
-                    device.salt,
-                    device.password_hash,
-                    now,
-                ),
-            )
-            return account_id
-
-        return await self._db.write(op)
+        return await self._db.write(_register, address, new_account_id, device, now)
 
     async def add_device(
         self, account_id: AccountId, device: NewDevice, *, now: int, max_devices: int
     ) -> DeviceId:
         account = str(account_id)
-
-        def op(conn: sqlite3.Connection) -> DeviceId:
-            row = conn.execute(
-                "UPDATE accounts SET last_device_id = last_device_id + 1 WHERE account_id = ?"
-                " RETURNING last_device_id",
-                (account,),
-            ).fetchone()
-            if row is None:
-                raise UnknownDevice("no such account")
-            count = conn.execute(
-                "SELECT COUNT(*) FROM devices WHERE account_id = ?", (account,)
-            ).fetchone()[0]
-            if int(count) >= max_devices:
-                raise TooManyDevices("the account has the maximum number of devices")
-            device_id = DeviceId(int(row[0]))
-            conn.execute(
-                f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-                (
-                    account,
-                    device_id,
-                    device.name,
-                    device.registration_id,
-                    device.salt,
-                    device.password_hash,
-                    now,
-                ),
-            )
-            return device_id
-
-        return await self._db.write(op)
+        return await self._db.write(_add_device, account, device, now, max_devices)
 
     async def remove_device(self, account_id: AccountId, device_id: DeviceId) -> bool:
         if device_id == PRIMARY_DEVICE:
             return False
-
-        def op(conn: sqlite3.Connection) -> bool:
-            where = (str(account_id), device_id)
-            deleted = conn.execute(
-                "DELETE FROM devices WHERE account_id = ? AND device_id = ?", where
-            ).rowcount
-            for sql in _DROP_DEVICE_MAILBOX:
-                conn.execute(sql, where)
-            return bool(deleted)
-
-        return await self._db.write(op)
+        return await self._db.write(_remove_device, account_id, device_id)
 
     async def get_account(self, account_id: AccountId) -> AccountRecord | None:
         def op(conn: sqlite3.Connection) -> AccountRecord | None:
@@ -274,6 +282,131 @@ def _device_exists(conn: sqlite3.Connection, account: str, device_id: int) -> bo
     return row is not None
 
 
+def _update_keys(
+    conn: sqlite3.Connection, account: str, device_id: DeviceId, update: KeyUpdate
+) -> None:
+    if not _device_exists(conn, account, device_id):
+        raise UnknownDevice("no such device")
+    row = conn.execute(
+        "SELECT identity_key FROM accounts WHERE account_id = ?", (account,)
+    ).fetchone()
+    identity = None if row[0] is None else bytes(row[0])
+    if update.identity_key is not None:
+        if identity is not None and identity != update.identity_key:
+            raise IdentityKeyChanged("identity key differs from the registered one")
+        identity = update.identity_key
+    where = (account, device_id)
+    has_signed = conn.execute(
+        "SELECT 1 FROM signed_prekeys WHERE account_id = ? AND device_id = ?", where
+    ).fetchone()
+    has_last = conn.execute(
+        "SELECT 1 FROM pq_last_resort_prekeys WHERE account_id = ? AND device_id = ?",
+        where,
+    ).fetchone()
+    if (
+        identity is None
+        or (has_signed is None and update.signed_prekey is None)
+        or (has_last is None and update.pq_last_resort is None)
+    ):
+        raise KeysNotSet("identity key, signed prekey and last-resort PQ prekey required")
+    conn.execute("UPDATE accounts SET identity_key = ? WHERE account_id = ?", (identity, account))
+    for table, key in (
+        ("signed_prekeys", update.signed_prekey),
+        ("pq_last_resort_prekeys", update.pq_last_resort),
+    ):
+        if key is None:
+            continue
+        conn.execute(f"DELETE FROM {table} WHERE account_id = ? AND device_id = ?", where)  # noqa: S608
+        conn.execute(
+            f"INSERT INTO {table} (account_id, device_id, key_id, public_key, signature)"  # noqa: S608
+            " VALUES (?, ?, ?, ?, ?)",
+            (*where, key.key_id, key.public_key, key.signature),
+        )
+    if update.one_time is not None:
+        conn.execute("DELETE FROM one_time_prekeys WHERE account_id = ? AND device_id = ?", where)
+        conn.executemany(
+            "INSERT INTO one_time_prekeys (account_id, device_id, key_id, public_key)"
+            " VALUES (?, ?, ?, ?)",
+            [(*where, k.key_id, k.public_key) for k in update.one_time],
+        )
+    if update.pq_one_time is not None:
+        conn.execute(
+            "DELETE FROM pq_one_time_prekeys WHERE account_id = ? AND device_id = ?",
+            where,
+        )
+        conn.executemany(
+            "INSERT INTO pq_one_time_prekeys"
+            " (account_id, device_id, key_id, public_key, signature)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(*where, k.key_id, k.public_key, k.signature) for k in update.pq_one_time],
+        )
+
+
+def _take_bundle(
+    conn: sqlite3.Connection, account: str, device_id: DeviceId | None
+) -> KeyBundle | None:
+    row = conn.execute(
+        "SELECT identity_key FROM accounts WHERE account_id = ?", (account,)
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    identity = bytes(row[0])
+    devices = conn.execute(
+        "SELECT d.device_id, d.registration_id, s.key_id, s.public_key, s.signature,"
+        " l.key_id, l.public_key, l.signature FROM devices d"
+        " JOIN signed_prekeys s"
+        " ON s.account_id = d.account_id AND s.device_id = d.device_id"
+        " JOIN pq_last_resort_prekeys l"
+        " ON l.account_id = d.account_id AND l.device_id = d.device_id"
+        " WHERE d.account_id = ? ORDER BY d.device_id",
+        (account,),
+    ).fetchall()
+    handed: list[DeviceKeys] = []
+    for d in devices:
+        dev = int(d[0])
+        if device_id is not None and dev != device_id:
+            continue
+        where = (account, dev)
+        ot = conn.execute(
+            "SELECT key_id, public_key FROM one_time_prekeys"
+            " WHERE account_id = ? AND device_id = ? ORDER BY key_id LIMIT 1",
+            where,
+        ).fetchone()
+        prekey = None
+        if ot is not None:
+            prekey = OneTimeKey(int(ot[0]), bytes(ot[1]))
+            conn.execute(
+                "DELETE FROM one_time_prekeys"
+                " WHERE account_id = ? AND device_id = ? AND key_id = ?",
+                (*where, ot[0]),
+            )
+        pq_row = conn.execute(
+            "SELECT key_id, public_key, signature FROM pq_one_time_prekeys"
+            " WHERE account_id = ? AND device_id = ? ORDER BY key_id LIMIT 1",
+            where,
+        ).fetchone()
+        if pq_row is not None:
+            pq = SignedKey(int(pq_row[0]), bytes(pq_row[1]), bytes(pq_row[2]))
+            conn.execute(
+                "DELETE FROM pq_one_time_prekeys"
+                " WHERE account_id = ? AND device_id = ? AND key_id = ?",
+                (*where, pq_row[0]),
+            )
+        else:
+            pq = SignedKey(int(d[5]), bytes(d[6]), bytes(d[7]))
+        handed.append(
+            DeviceKeys(
+                DeviceId(dev),
+                int(d[1]),
+                SignedKey(int(d[2]), bytes(d[3]), bytes(d[4])),
+                prekey,
+                pq,
+                pq_row is None,
+            )
+        )
+    return KeyBundle(identity, tuple(handed)) if handed else None
+
+
 class _Keys:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -281,70 +414,7 @@ class _Keys:
     async def update_keys(
         self, account_id: AccountId, device_id: DeviceId, update: KeyUpdate
     ) -> None:
-        account = str(account_id)
-
-        def op(conn: sqlite3.Connection) -> None:
-            if not _device_exists(conn, account, device_id):
-                raise UnknownDevice("no such device")
-            row = conn.execute(
-                "SELECT identity_key FROM accounts WHERE account_id = ?", (account,)
-            ).fetchone()
-            identity = None if row[0] is None else bytes(row[0])
-            if update.identity_key is not None:
-                if identity is not None and identity != update.identity_key:
-                    raise IdentityKeyChanged("identity key differs from the registered one")
-                identity = update.identity_key
-            where = (account, device_id)
-            has_signed = conn.execute(
-                "SELECT 1 FROM signed_prekeys WHERE account_id = ? AND device_id = ?", where
-            ).fetchone()
-            has_last = conn.execute(
-                "SELECT 1 FROM pq_last_resort_prekeys WHERE account_id = ? AND device_id = ?",
-                where,
-            ).fetchone()
-            if (
-                identity is None
-                or (has_signed is None and update.signed_prekey is None)
-                or (has_last is None and update.pq_last_resort is None)
-            ):
-                raise KeysNotSet("identity key, signed prekey and last-resort PQ prekey required")
-            conn.execute(
-                "UPDATE accounts SET identity_key = ? WHERE account_id = ?", (identity, account)
-            )
-            for table, key in (
-                ("signed_prekeys", update.signed_prekey),
-                ("pq_last_resort_prekeys", update.pq_last_resort),
-            ):
-                if key is None:
-                    continue
-                conn.execute(f"DELETE FROM {table} WHERE account_id = ? AND device_id = ?", where)  # noqa: S608
-                conn.execute(
-                    f"INSERT INTO {table} (account_id, device_id, key_id, public_key, signature)"  # noqa: S608
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (*where, key.key_id, key.public_key, key.signature),
-                )
-            if update.one_time is not None:
-                conn.execute(
-                    "DELETE FROM one_time_prekeys WHERE account_id = ? AND device_id = ?", where
-                )
-                conn.executemany(
-                    "INSERT INTO one_time_prekeys (account_id, device_id, key_id, public_key)"
-                    " VALUES (?, ?, ?, ?)",
-                    [(*where, k.key_id, k.public_key) for k in update.one_time],
-                )
-            if update.pq_one_time is not None:
-                conn.execute(
-                    "DELETE FROM pq_one_time_prekeys WHERE account_id = ? AND device_id = ?",
-                    where,
-                )
-                conn.executemany(
-                    "INSERT INTO pq_one_time_prekeys"
-                    " (account_id, device_id, key_id, public_key, signature)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    [(*where, k.key_id, k.public_key, k.signature) for k in update.pq_one_time],
-                )
-
-        await write_quiet(self._db, op)
+        await write_quiet(self._db, _update_keys, str(account_id), device_id, update)
 
     async def count_one_time(self, account_id: AccountId, device_id: DeviceId) -> KeyCounts:
         where = (str(account_id), device_id)
@@ -365,71 +435,7 @@ class _Keys:
     async def take_bundle(
         self, account_id: AccountId, device_id: DeviceId | None
     ) -> KeyBundle | None:
-        account = str(account_id)
-
-        def op(conn: sqlite3.Connection) -> KeyBundle | None:
-            row = conn.execute(
-                "SELECT identity_key FROM accounts WHERE account_id = ?", (account,)
-            ).fetchone()
-            if row is None or row[0] is None:
-                return None
-            identity = bytes(row[0])
-            devices = conn.execute(
-                "SELECT d.device_id, d.registration_id, s.key_id, s.public_key, s.signature,"
-                " l.key_id, l.public_key, l.signature FROM devices d"
-                " JOIN signed_prekeys s"
-                " ON s.account_id = d.account_id AND s.device_id = d.device_id"
-                " JOIN pq_last_resort_prekeys l"
-                " ON l.account_id = d.account_id AND l.device_id = d.device_id"
-                " WHERE d.account_id = ? ORDER BY d.device_id",
-                (account,),
-            ).fetchall()
-            handed: list[DeviceKeys] = []
-            for d in devices:
-                dev = int(d[0])
-                if device_id is not None and dev != device_id:
-                    continue
-                where = (account, dev)
-                ot = conn.execute(
-                    "SELECT key_id, public_key FROM one_time_prekeys"
-                    " WHERE account_id = ? AND device_id = ? ORDER BY key_id LIMIT 1",
-                    where,
-                ).fetchone()
-                prekey = None
-                if ot is not None:
-                    prekey = OneTimeKey(int(ot[0]), bytes(ot[1]))
-                    conn.execute(
-                        "DELETE FROM one_time_prekeys"
-                        " WHERE account_id = ? AND device_id = ? AND key_id = ?",
-                        (*where, ot[0]),
-                    )
-                pq_row = conn.execute(
-                    "SELECT key_id, public_key, signature FROM pq_one_time_prekeys"
-                    " WHERE account_id = ? AND device_id = ? ORDER BY key_id LIMIT 1",
-                    where,
-                ).fetchone()
-                if pq_row is not None:
-                    pq = SignedKey(int(pq_row[0]), bytes(pq_row[1]), bytes(pq_row[2]))
-                    conn.execute(
-                        "DELETE FROM pq_one_time_prekeys"
-                        " WHERE account_id = ? AND device_id = ? AND key_id = ?",
-                        (*where, pq_row[0]),
-                    )
-                else:
-                    pq = SignedKey(int(d[5]), bytes(d[6]), bytes(d[7]))
-                handed.append(
-                    DeviceKeys(
-                        DeviceId(dev),
-                        int(d[1]),
-                        SignedKey(int(d[2]), bytes(d[3]), bytes(d[4])),
-                        prekey,
-                        pq,
-                        pq_row is None,
-                    )
-                )
-            return KeyBundle(identity, tuple(handed)) if handed else None
-
-        return await write_quiet(self._db, op)
+        return await write_quiet(self._db, _take_bundle, str(account_id), device_id)
 
 
 _ACK = (
@@ -496,9 +502,10 @@ def _enqueue(
     """Enqueue inside the caller's transaction (see ``MailboxStore.enqueue``); ``strict``
     False skips envelopes to devices that do not exist instead of refusing them all.
 
-    One statement per envelope in the usual case (each statement lets the event loop take the
-    GIL, so their number, not their SQL, sets the writer's pace). On :class:`MailboxFull` or
-    :class:`UnknownDevice` envelopes may have been inserted: raising rolls the operation back.
+    One statement per envelope in the usual case (each is a Python-to-SQLite round trip in
+    the writer process: their number, more than their SQL, sets its pace). On
+    :class:`MailboxFull` or :class:`UnknownDevice` envelopes may have been inserted: raising
+    rolls the operation back.
     """
     insert = _INSERT_NEXT_UNCAPPED if cap is None else _INSERT_NEXT_CAPPED
     queued: dict[DeviceRef, list[StoredEnvelope]] = {}
@@ -554,6 +561,93 @@ def _enqueue(
     return Enqueued(queued, queued) if queued else Enqueued()
 
 
+def _enqueue_counted(
+    conn: sqlite3.Connection,
+    envelopes: Sequence[OutgoingEnvelope],
+    now: int,
+    expires_at: int,
+    cap: int,
+    count: SendCount | None,
+) -> tuple[Enqueued, bool]:
+    """Enqueue ``envelopes`` and, if any was new, write ``count`` (whether a conversation
+    changed is the second result)."""
+    queued = _enqueue(conn, envelopes, now=now, expires_at=expires_at, cap=cap)
+    if not queued or count is None:
+        return queued, False
+    sender, recipient = str(count.sender), str(count.recipient)
+    return queued, record_send_in(conn, sender, recipient, count.recipient_state, now)
+
+
+def _acknowledge(
+    conn: sqlite3.Connection,
+    account_id: AccountId,
+    device_id: DeviceId,
+    seqs: Sequence[int],
+    now: int,
+    expires_at: int,
+    receipt_source_address: str | None,
+) -> Enqueued:
+    where = (str(account_id), device_id)
+    # one statement text whatever the count (prepared once): the seqs as a JSON array
+    rows = conn.execute(_ACK, (*where, _json_ints(seqs))).fetchall()
+    if not rows:
+        return Enqueued()
+    rows.sort(key=_first_int)
+    # a receipt needs no delivered record: its dedupe key is derived from a message
+    # that is itself deleted and recorded here, so it is never enqueued again
+    conn.executemany(
+        _RECORD_DELIVERED, [(*where, r[1], r[2]) for r in rows if r[3] != RECEIPT_TYPE]
+    )
+    receipts = [
+        OutgoingEnvelope(
+            _aid(src),
+            DeviceId(int(src_dev)),
+            receipt_dedupe_key(bytes(mid), account_id, device_id),
+            RECEIPT_TYPE,
+            account_id,
+            device_id,
+            receipt_source_address,
+            bytes(mid),
+            int(ts),
+            b"",
+        )
+        for _, _, _, type_, src, src_dev, mid, ts in rows
+        if src is not None and src_dev is not None and int(type_) != RECEIPT_TYPE
+    ]
+    # a gone sender device gets no receipt
+    return _enqueue(conn, receipts, now=now, expires_at=expires_at, cap=None, strict=False)
+
+
+def _expire(conn: sqlite3.Connection, now: int) -> int:
+    conn.execute(
+        "UPDATE devices SET expired_count = expired_count + (SELECT COUNT(*)"
+        " FROM envelopes e WHERE e.account_id = devices.account_id"
+        " AND e.device_id = devices.device_id AND e.expires_at <= ?)"
+        " WHERE EXISTS (SELECT 1 FROM envelopes e WHERE e.account_id = devices.account_id"
+        " AND e.device_id = devices.device_id AND e.expires_at <= ?)",
+        (now, now),
+    )
+    deleted = conn.execute("DELETE FROM envelopes WHERE expires_at <= ?", (now,)).rowcount
+    conn.execute("DELETE FROM delivered WHERE expires_at <= ?", (now,))
+    return int(deleted)
+
+
+def _take_expired_count(
+    conn: sqlite3.Connection, account_id: AccountId, device_id: DeviceId
+) -> int:
+    where = (str(account_id), device_id)
+    row = conn.execute(
+        "SELECT expired_count FROM devices WHERE account_id = ? AND device_id = ?", where
+    ).fetchone()
+    if row is None or int(row[0]) == 0:
+        return 0
+    conn.execute(
+        "UPDATE devices SET expired_count = 0 WHERE account_id = ? AND device_id = ?",
+        where,
+    )
+    return int(row[0])
+
+
 class _Mailboxes:
     def __init__(self, db: Database, cache: ReadCache | None = None) -> None:
         self._db = db
@@ -568,14 +662,9 @@ class _Mailboxes:
         cap: int,
         count: SendCount | None = None,
     ) -> Enqueued:
-        def op(conn: sqlite3.Connection) -> tuple[Enqueued, bool]:
-            queued = _enqueue(conn, envelopes, now=now, expires_at=expires_at, cap=cap)
-            if not queued or count is None:
-                return queued, False
-            sender, recipient = str(count.sender), str(count.recipient)
-            return queued, record_send_in(conn, sender, recipient, count.recipient_state, now)
-
-        queued, changed = await write_quiet(self._db, op)
+        queued, changed = await write_quiet(
+            self._db, _enqueue_counted, envelopes, now, expires_at, cap, count
+        )
         if changed and count is not None and self._cache is not None:
             # a conversation was created or accepted: the pair's policy views changed
             self._cache.forget_pair(count.sender, count.recipient)
@@ -615,72 +704,22 @@ class _Mailboxes:
         expires_at: int,
         receipt_source_address: str | None,
     ) -> Enqueued:
-        where = (str(account_id), device_id)
-
-        def op(conn: sqlite3.Connection) -> Enqueued:
-            # one statement text whatever the count (prepared once): the seqs as a JSON array
-            rows = conn.execute(_ACK, (*where, _json_ints(seqs))).fetchall()
-            if not rows:
-                return Enqueued()
-            rows.sort(key=_first_int)
-            # a receipt needs no delivered record: its dedupe key is derived from a message
-            # that is itself deleted and recorded here, so it is never enqueued again
-            conn.executemany(
-                _RECORD_DELIVERED, [(*where, r[1], r[2]) for r in rows if r[3] != RECEIPT_TYPE]
-            )
-            receipts = [
-                OutgoingEnvelope(
-                    _aid(src),
-                    DeviceId(int(src_dev)),
-                    receipt_dedupe_key(bytes(mid), account_id, device_id),
-                    RECEIPT_TYPE,
-                    account_id,
-                    device_id,
-                    receipt_source_address,
-                    bytes(mid),
-                    int(ts),
-                    b"",
-                )
-                for _, _, _, type_, src, src_dev, mid, ts in rows
-                if src is not None and src_dev is not None and int(type_) != RECEIPT_TYPE
-            ]
-            # a gone sender device gets no receipt
-            return _enqueue(conn, receipts, now=now, expires_at=expires_at, cap=None, strict=False)
-
-        return await write_quiet(self._db, op)
+        return await write_quiet(
+            self._db,
+            _acknowledge,
+            account_id,
+            device_id,
+            seqs,
+            now,
+            expires_at,
+            receipt_source_address,
+        )
 
     async def expire(self, now: int) -> int:
-        def op(conn: sqlite3.Connection) -> int:
-            conn.execute(
-                "UPDATE devices SET expired_count = expired_count + (SELECT COUNT(*)"
-                " FROM envelopes e WHERE e.account_id = devices.account_id"
-                " AND e.device_id = devices.device_id AND e.expires_at <= ?)"
-                " WHERE EXISTS (SELECT 1 FROM envelopes e WHERE e.account_id = devices.account_id"
-                " AND e.device_id = devices.device_id AND e.expires_at <= ?)",
-                (now, now),
-            )
-            deleted = conn.execute("DELETE FROM envelopes WHERE expires_at <= ?", (now,)).rowcount
-            conn.execute("DELETE FROM delivered WHERE expires_at <= ?", (now,))
-            return int(deleted)
-
-        return await write_quiet(self._db, op)
+        return await write_quiet(self._db, _expire, now)
 
     async def take_expired_count(self, account_id: AccountId, device_id: DeviceId) -> int:
-        where = (str(account_id), device_id)
-
-        def op(conn: sqlite3.Connection) -> int:
-            row = conn.execute(
-                "SELECT expired_count FROM devices WHERE account_id = ? AND device_id = ?", where
-            ).fetchone()
-            if row is None or int(row[0]) == 0:
-                return 0
-            conn.execute(
-                "UPDATE devices SET expired_count = 0 WHERE account_id = ? AND device_id = ?",
-                where,
-            )
-            return int(row[0])
-
-        return await write_quiet(self._db, op)
+        return await write_quiet(self._db, _take_expired_count, account_id, device_id)
 
 
 class SqliteEngine:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from kurir.server.storage.metadata_records import PolicyView
 from kurir.server.storage.metadata_sqlite import SqliteMetadataStore
@@ -34,34 +34,58 @@ from kurir.server.types import AccountId
 
 __all__ = ["CachedMetadataStore", "ReadCache", "WatchedDatabase", "write_quiet"]
 
+P = ParamSpec("P")
 T = TypeVar("T")
 _MAX_ENTRIES: Final = 100_000
 """Beyond this many cached values the cache starts over (a bound, not an eviction policy)."""
 
 
 class WatchedDatabase(Database):
-    """A :class:`Database` whose writes advance :attr:`generation` unless written quietly."""
+    """A :class:`Database` whose writes advance :attr:`generation` unless written quietly.
+
+    The generation lives in this (the server) process: it moves when a write's outcome comes
+    back from the writer process, which is when the caller's ``await`` returns.
+    """
 
     generation: int = 0
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
         """See :meth:`Database.write`; then invalidates every cached read."""
         try:
-            return await super().write(fn)
+            return await super().write(fn, *args, **kwargs)
         finally:
             self.generation += 1
 
-    def write_quiet(self, fn: Callable[[sqlite3.Connection], T]) -> Coroutine[Any, Any, T]:
+    def write_quiet(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Coroutine[Any, Any, T]:
         """:meth:`Database.write` for operations that change no cached row (the message
         path's: not a coroutine of its own, one frame less per write)."""
-        return super().write(fn)
+        return super().write(fn, *args, **kwargs)
 
 
-def write_quiet(db: Database, fn: Callable[[sqlite3.Connection], T]) -> Coroutine[Any, Any, T]:
-    """Write without invalidating the cache (``fn`` changes no cached row); await the result."""
+def write_quiet(
+    db: Database,
+    fn: Callable[Concatenate[sqlite3.Connection, P], T],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> Coroutine[Any, Any, T]:
+    """Write ``fn(conn, *args, **kwargs)`` without invalidating the cache (it changes no
+    cached row); await the result."""
     if isinstance(db, WatchedDatabase):
-        return db.write_quiet(fn)
-    return db.write(fn)
+        return db.write_quiet(fn, *args, **kwargs)
+    return db.write(fn, *args, **kwargs)
 
 
 _Token = tuple[int, int]

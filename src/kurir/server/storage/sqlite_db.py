@@ -1,20 +1,33 @@
-"""The SQLite database: one writer thread with group commit, reads on the loop, migrations.
+"""The SQLite database: a writer process with group commit, reads on the loop, migrations.
 
-This module owns the connection lifecycle of the embedded engine. All writes run on ONE
-dedicated thread: it takes every queued operation, runs the batch in a single transaction,
-COMMITs once (group commit), and only then resolves the callers' futures, so a caller's
-``await`` returns after its change is on disk. An operation that raises is isolated: the batch
-is rolled back and run again with each operation inside its own SAVEPOINT, so only the failing
-operation's changes are lost (the common, all-succeed batch pays no savepoint statements).
+This module owns the connection lifecycle of the embedded engine, in the server process. All
+writes run in ONE writer process (:mod:`.sqlite_writer`, started by :meth:`Database.open`
+after the migrations): it takes every queued operation, runs the batch in a single
+transaction, COMMITs once (group commit), and only then sends the outcomes back, so a caller's
+``await`` returns after its change is on disk. An operation that raises is isolated: only its
+own changes are lost, and its exception is raised in the caller, attributes and all. The
+writer is a process, not a thread, so that it and the event loop each have a core and a GIL
+(a thread shared the loop's GIL: together they never used more than one core).
+
+A write operation is therefore a module-level function ``fn(conn, *args)`` with picklable
+arguments and result (``await db.write(fn, *args)``), not a closure: it is sent by name to
+the writer process. Calls queued in one event-loop iteration go as one message; the outcomes
+of one committed batch come back as one message and settle their futures with one wake-up of
+each event loop. If the writer process ends, every pending and later write fails with
+:class:`StorageError` (logged once); nothing waits forever.
 
 Reads run synchronously on the calling event loop's thread, on their own WAL connection: a
 point read costs a few microseconds, far less than a hop to a thread and back. A read that
 runs longer than :data:`ON_LOOP_VM_STEPS` SQLite instructions is interrupted and run again on
 the bulk-reader thread (its own connection), so no read stalls the loop for long;
 :meth:`Database.read_bulk` goes there directly for reads known to be large. Every connection is
-in autocommit mode, so each read statement sees every transaction committed before it started.
+in autocommit mode, so each read statement sees every transaction committed before it started,
+the writer process's included (WAL).
 
-It knows nothing of accounts or mailboxes: operations are plain callables over a
+This process holds the owner lock (``kurir.db.lock``); the writer process shares it and
+keeps it until it exits, at the latest one batch after this process ends.
+
+It knows nothing of accounts or mailboxes: operations are plain functions over a
 :class:`sqlite3.Connection`.
 """
 
@@ -25,24 +38,27 @@ import concurrent.futures
 import contextlib
 import fcntl
 import importlib.resources
+import itertools
 import logging
 import os
-import queue
 import re
+import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Generic, TypeVar
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from kurir.server.storage.errors import DatabaseInUse, SchemaTooNew, StorageError
+from kurir.server.storage.sqlite_writer import Call, Reader, command, connect, decode, frame
 
 __all__ = ["ON_LOOP_VM_STEPS", "Database", "check_not_in_use", "check_schema", "load_migrations"]
 
+P = ParamSpec("P")
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
-_MAX_BATCH: Final = 256
 ON_LOOP_VM_STEPS: Final = 20_000
 """SQLite instructions (per statement) a read may run on the event loop before it is moved to
 the bulk-reader thread; about a millisecond on the machine of ``docs/performance.md``
@@ -87,9 +103,9 @@ def check_schema(path: Path) -> None:
 
 def _take_ownership(path: Path) -> int:
     """Lock ``<database>.lock`` for this process, or refuse: the embedded engine has one owner
-    (its writer thread batches every write, and its read cache sees every change), so a second
+    (its writer process batches every write, and its read cache sees every change), so a second
     ``kurir serve`` or ``kurir migrate`` on the same file is refused instead of racing it. The
-    lock goes with the process, however it ends.
+    lock goes with the process and its writer process, however they end.
 
     Raises:
         DatabaseInUse: Another process holds it.
@@ -111,15 +127,6 @@ def check_not_in_use(path: Path) -> None:
     """
     if path.parent.exists():
         os.close(_take_ownership(path))
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=5000")
-    return conn
 
 
 def _migrate(conn: sqlite3.Connection, migrations: list[tuple[int, str]]) -> None:
@@ -144,60 +151,216 @@ def _migrate(conn: sqlite3.Connection, migrations: list[tuple[int, str]]) -> Non
         _log.info("applied storage migration %d", version)
 
 
-@dataclass
-class _Op(Generic[T]):
-    fn: Callable[[sqlite3.Connection], T]
-    future: asyncio.Future[T]
+_Settled = tuple["asyncio.Future[Any]", object, BaseException | None]
 
 
-_Outcome = tuple[_Op[object], object, BaseException | None]
-
-
-def _resolve(outcomes: list[_Outcome]) -> None:
+def _resolve(settled: list[_Settled]) -> None:
     """On the event loop: settle every future of one committed batch (one wake-up)."""
-    for op, result, error in outcomes:
-        if op.future.done():  # its caller was cancelled meanwhile
+    for future, result, error in settled:
+        if future.done():  # its caller was cancelled meanwhile
             continue
         if error is not None:
-            op.future.set_exception(error)
+            future.set_exception(error)
         else:
-            op.future.set_result(result)
+            future.set_result(result)
 
 
-def _hand_back(outcomes: list[_Outcome]) -> None:
-    """On the writer thread: one ``call_soon_threadsafe`` per event loop of the batch."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
-    for outcome in outcomes:
-        by_loop.setdefault(outcome[0].future.get_loop(), []).append(outcome)
+def _hand_back(settled: list[_Settled]) -> None:
+    """Off the event loop: one ``call_soon_threadsafe`` per event loop of the batch."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
+    for item in settled:
+        by_loop.setdefault(item[0].get_loop(), []).append(item)
     for loop, mine in by_loop.items():
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits these any more
             loop.call_soon_threadsafe(_resolve, mine)
 
 
-def _failed_batch(
-    conn: sqlite3.Connection, batch: list[_Op[object]], exc: Exception
-) -> list[_Outcome]:
-    if conn.in_transaction:
-        conn.execute("ROLLBACK")
-    _log.error("storage transaction failed: %s", type(exc).__name__)
-    return [(op, None, StorageError("transaction failed")) for op in batch]
+class _WriterProcess:
+    """The server's side of the writer process (:mod:`.sqlite_writer`).
+
+    :meth:`submit` queues a call; one :meth:`flush` per event-loop iteration pickles every
+    queued call into one message and sends it without blocking (what the socket does not take
+    at once, the ``kurir-sqlite-send`` thread sends). The ``kurir-sqlite-results`` thread
+    reads the outcomes of each committed batch and settles its futures with one
+    ``call_soon_threadsafe`` per event loop. If the process ends, every pending and later
+    write fails with :class:`StorageError`.
+    """
+
+    def __init__(self, path: Path, lock: int) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                command(theirs.fileno()),
+                stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(), lock),  # the owner lock lives as long as the writer
+            )
+        except OSError as exc:
+            ours.close()
+            raise StorageError(f"cannot start the SQLite writer process: {exc}") from exc
+        finally:
+            theirs.close()
+        self._sock = ours
+        self._sock.sendall(frame([], [str(path), list(sys.path)]))
+        self._lock = threading.Lock()  # guards every attribute below
+        self._wake = threading.Condition(self._lock)
+        self._ids = itertools.count()
+        self._futures: dict[int, asyncio.Future[Any]] = {}
+        self._outbox: list[tuple[int, Call]] = []
+        self._flush_scheduled = False
+        self._backlog = bytearray()  # sent by the sender thread, in order
+        self._sending = False
+        self._stopping = False
+        self._gone: str | None = None  # why nothing can be written any more
+        self._receiver = threading.Thread(
+            target=self._receive, name="kurir-sqlite-results", daemon=True
+        )
+        self._sender = threading.Thread(target=self._send, name="kurir-sqlite-send", daemon=True)
+        self._receiver.start()
+        self._sender.start()
+
+    @property
+    def pid(self) -> int:
+        """The writer process's id."""
+        return self._process.pid
+
+    def submit(self, call: Call, future: asyncio.Future[Any]) -> None:
+        """Queue ``call``; ``future`` (of a running loop) gets its outcome once committed.
+
+        Raises:
+            StorageError: The writer process has ended.
+        """
+        with self._lock:
+            if self._gone is not None:
+                raise StorageError(self._gone)
+            op_id = next(self._ids)
+            self._futures[op_id] = future
+            self._outbox.append((op_id, call))
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
+        future.get_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Send every queued call as one message, without blocking."""
+        refused: list[_Settled] = []
+        with self._lock:
+            self._flush_scheduled = False
+            queued, self._outbox = self._outbox, []
+            ids: list[int] = []
+            calls: list[Call] = []
+            for op_id, call in queued:  # a caller that gave up before the send is skipped
+                if self._futures[op_id].cancelled():
+                    del self._futures[op_id]
+                else:
+                    ids.append(op_id)
+                    calls.append(call)
+            if not ids:
+                return
+            try:
+                data = frame(ids, calls)
+            except Exception:  # an argument that cannot cross: refuse that call alone
+                data = b""
+                for op_id, call in zip(ids, calls, strict=True):
+                    try:
+                        data += frame([op_id], [call])
+                    except Exception as exc:
+                        error = StorageError(f"write operation cannot be sent: {exc!r}")
+                        refused.append((self._futures.pop(op_id), None, error))
+            if self._backlog or self._sending:
+                sent = 0
+            else:
+                try:
+                    sent = self._sock.send(data, socket.MSG_DONTWAIT)
+                except OSError:  # full (the sender thread waits), or gone (the receiver sees)
+                    sent = 0
+            if sent < len(data):
+                self._backlog += data[sent:]
+                self._wake.notify_all()
+        if refused:
+            _hand_back(refused)
+
+    def _send(self) -> None:
+        """The sender thread: sends what :meth:`flush` could not, blocking, in order."""
+        while True:
+            with self._lock:
+                while not self._backlog and not self._stopping:
+                    self._wake.wait()
+                if not self._backlog:
+                    return
+                data = bytes(self._backlog)
+                self._backlog.clear()
+                self._sending = True
+            with contextlib.suppress(OSError):  # the writer is gone: the receiver fails all
+                self._sock.sendall(data)
+            with self._lock:
+                self._sending = False
+                self._wake.notify_all()
+
+    def _receive(self) -> None:
+        """The receiver thread: settles each committed batch's futures, until end of file."""
+        reader = Reader(self._sock)
+        while not reader.eof:
+            settled: list[_Settled] = []
+            for payload in reader.read(block=True):
+                ids, outcomes = decode(payload)
+                if isinstance(outcomes, Exception):
+                    _log.error("storage outcomes could not be loaded: %r", outcomes)
+                    outcomes = [(None, StorageError("outcome could not be loaded"))] * len(ids)
+                with self._lock:
+                    futures = [self._futures.pop(op_id) for op_id in ids]
+                settled += [(f, r, e) for f, (r, e) in zip(futures, outcomes, strict=True)]
+            if settled:
+                _hand_back(settled)
+        self._end("the SQLite writer process has ended")
+
+    def _end(self, reason: str) -> None:
+        with self._lock:
+            self._gone = reason
+            futures = list(self._futures.values())
+            self._futures.clear()
+            self._outbox.clear()
+            self._backlog.clear()
+            stopping = self._stopping
+            self._wake.notify_all()
+        if futures or not stopping:
+            try:
+                status: int | None = self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                status = None
+            _log.error("%s (exit status %s): every write fails from now on", reason, status)
+        if futures:
+            _hand_back([(f, None, StorageError(reason)) for f in futures])
+
+    def stop(self) -> None:
+        """Blocking: send what is queued, let the writer commit it and exit, then reap it."""
+        self.flush()
+        with self._lock:
+            while (self._backlog or self._sending) and self._gone is None:
+                self._wake.wait()
+            self._stopping = True
+            self._wake.notify_all()
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_WR)  # end of file: the writer finishes and exits
+        self._receiver.join()
+        self._sender.join()
+        self._process.wait()
+        self._sock.close()
 
 
 class Database:
-    """An open SQLite database file with its writer and bulk-reader threads.
+    """An open SQLite database file with its writer process and bulk-reader thread.
 
-    Use :meth:`open` (blocking: runs migrations) and always :meth:`close`.
+    Use :meth:`open` (blocking: runs migrations, starts the writer) and always :meth:`close`.
     """
 
     def __init__(
         self,
         path: Path,
-        writer: sqlite3.Connection,
         reader: sqlite3.Connection,
         bulk_reader: sqlite3.Connection,
+        lock: int,
     ) -> None:
         self.path = path
-        self._writer_conn = writer
         self._reader_conn = reader
         self._bulk_conn = bulk_reader
         # held while a read runs on ``reader``: a read from another thread, or one started
@@ -205,49 +368,70 @@ class Database:
         self._reader_busy = threading.Lock()
         self._overrun = False
         reader.set_progress_handler(self._interrupt, ON_LOOP_VM_STEPS)
-        self._queue: queue.SimpleQueue[_Op[object] | None] = queue.SimpleQueue()
-        self._writer = threading.Thread(target=self._write_loop, name="kurir-sqlite-writer")
+        self._writer = _WriterProcess(path, lock)
         self._bulk = concurrent.futures.ThreadPoolExecutor(1, "kurir-sqlite-bulk")
         self._closed = False
-        self._lock: int | None = None  # the owner lock's descriptor, from :meth:`open`
-        self._writer.start()
+        self._lock: int | None = lock  # the owner lock's descriptor (the writer has a copy)
 
     @classmethod
     def open(cls, path: Path) -> Database:
-        """Open (creating if needed) and migrate the database at ``path``.
+        """Open (creating if needed) and migrate the database at ``path``, then start its
+        writer process (migrations run here first, in this process).
 
         Raises:
             SchemaTooNew: The file was written by a newer kurir.
             DatabaseInUse: Another process has the file open.
+            StorageError: The writer process cannot be started.
         """
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = _take_ownership(path)
         opened: list[sqlite3.Connection] = []
         try:
-            opened.append(_connect(path))
+            opened.append(connect(path))
             _migrate(opened[0], load_migrations())
-            opened.append(_connect(path))
-            opened.append(_connect(path))
+            opened.append(connect(path))
+            return cls(path, opened[0], opened[1], lock)
         except BaseException:
             for conn in opened:
                 conn.close()
             os.close(lock)
             raise
-        database = cls(path, *opened)
-        database._lock = lock
-        return database
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in the next group-committed transaction; return once committed.
+    @property
+    def writer_pid(self) -> int:
+        """The process id of the writer process (for tests and CPU accounting)."""
+        return self._writer.pid
 
-        If ``fn`` raises, only its own changes are rolled back and the exception is re-raised
-        here; the other operations of the batch still commit. ``fn`` may run more than once
-        (an earlier run rolled back), so it must change nothing outside the connection.
+    async def write(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run ``fn(conn, *args, **kwargs)`` in the next group-committed transaction, in the
+        writer process; return its result once committed.
+
+        ``fn`` must be a module-level function and its arguments and result picklable: they
+        cross to the writer process and back. If ``fn`` raises, only its own changes are
+        rolled back and the exception (pickled, with its attributes) is re-raised here; the
+        other operations of the batch still commit. ``fn`` may run more than once (an earlier
+        run rolled back), so it must change nothing outside the connection.
+
+        Raises:
+            StorageError: The database is closed, or its writer process has ended.
+            TypeError: ``fn`` is not a module-level function of an importable module (a
+                closure, a lambda, or a function of the ``__main__`` script).
         """
         if self._closed:
             raise StorageError("database is closed")
+        if "<" in fn.__qualname__ or fn.__module__ == "__main__":  # cannot be imported there
+            raise TypeError(
+                f"write operation {fn.__qualname__} is not a module-level function of an"
+                " importable module"
+            )
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put(_Op(fn, future))  # type: ignore[arg-type]
+        self._writer.submit(Call(fn, args, kwargs), future)
         return await future
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -289,105 +473,13 @@ class Database:
         self._overrun = True
         return 1
 
-    def _write_loop(self) -> None:
-        conn = self._writer_conn
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            batch: list[_Op[object]] = []
-            if first is None:
-                stop = True
-            else:
-                batch.append(first)
-            while len(batch) < _MAX_BATCH and not stop:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                else:
-                    batch.append(item)
-            # an operation whose caller gave up before it started is skipped; once started it
-            # runs to its commit even if the caller is cancelled meanwhile
-            batch = [op for op in batch if not op.future.cancelled()]
-            if batch:
-                try:
-                    outcomes = self._run_batch(conn, batch)
-                except Exception:  # never let the writer thread die: callers would hang
-                    _log.exception("storage writer failed")
-                    outcomes = [(op, None, StorageError("transaction failed")) for op in batch]
-                _hand_back(outcomes)
-        conn.close()
-
-    @staticmethod
-    def _run_batch(conn: sqlite3.Connection, batch: list[_Op[object]]) -> list[_Outcome]:
-        """Run ``batch`` in one transaction; return each operation's result or error.
-
-        Optimistic: the operations run back to back without savepoints. If one raises, the whole
-        transaction is rolled back and the batch runs again through :meth:`_run_isolated`, which
-        gives every operation its own savepoint and reports the first run's error for the failed
-        one (not running it again): the operations before it see the same state in both runs, so
-        the outcome is the one per-operation savepoints give. An operation may thus run twice,
-        its first run rolled back, and must change nothing outside the connection (as on
-        PostgreSQL, where a transaction may be retried).
-        """
-        outcomes: list[_Outcome] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for index, op in enumerate(batch):
-                try:
-                    result = op.fn(conn)
-                except Exception as exc:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    if len(batch) == 1:  # nothing else to keep
-                        return [(op, None, exc)]
-                    return Database._run_isolated(conn, batch, failed=index, error=exc)
-                outcomes.append((op, result, None))
-            conn.execute("COMMIT")
-        except Exception as exc:
-            return _failed_batch(conn, batch, exc)
-        return outcomes
-
-    @staticmethod
-    def _run_isolated(
-        conn: sqlite3.Connection, batch: list[_Op[object]], *, failed: int, error: Exception
-    ) -> list[_Outcome]:
-        """Run ``batch`` in one transaction, each operation inside its own SAVEPOINT.
-
-        ``batch[failed]`` already raised ``error`` against the state the operations before it
-        leave: it is not run again, its error is its outcome.
-        """
-        outcomes: list[_Outcome] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for index, op in enumerate(batch):
-                if index == failed:
-                    outcomes.append((op, None, error))
-                    continue
-                conn.execute("SAVEPOINT op")
-                try:
-                    result = op.fn(conn)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    outcomes.append((op, None, exc))
-                else:
-                    conn.execute("RELEASE op")
-                    outcomes.append((op, result, None))
-            conn.execute("COMMIT")
-        except Exception as exc:
-            return _failed_batch(conn, batch, exc)
-        return outcomes
-
     async def close(self) -> None:
-        """Finish queued writes, then stop both threads and close the connections."""
+        """Finish queued writes, stop the writer process and the bulk thread, close the
+        connections, release the owner lock (the writer releases its copy as it exits)."""
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
-        await asyncio.to_thread(self._writer.join)
+        await asyncio.to_thread(self._writer.stop)
         await asyncio.wrap_future(self._bulk.submit(self._bulk_conn.close))
         self._bulk.shutdown(wait=True)
         with self._reader_busy:

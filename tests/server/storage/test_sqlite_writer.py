@@ -1,0 +1,230 @@
+"""The SQLite writer process: what crosses to it and back, its death, its end, its orphans."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from kurir.server.storage import errors, groups
+from kurir.server.storage.codes import Redeemed
+from kurir.server.storage.errors import MailboxFull, StorageError
+from kurir.server.storage.groups import GroupRecord, MemberRecord, Role
+from kurir.server.storage.records import (
+    DeviceKeys,
+    Enqueued,
+    KeyBundle,
+    OneTimeKey,
+    SignedKey,
+    StoredEnvelope,
+)
+from kurir.server.storage.sqlite_db import Database, check_not_in_use
+from kurir.server.storage.sqlite_writer import transferable
+from kurir.server.types import AccountId, DeviceId, DeviceRef
+from kurir.wire.address import Address
+from server.storage.writer_ops import (
+    TwoArgumentError,
+    accounts,
+    hold,
+    insert,
+    raise_two_argument,
+    refuse_full,
+    unpicklable_result,
+)
+
+A_ID = AccountId(UUID(int=1))
+B_ID = AccountId(UUID(int=2))
+REF = DeviceRef(A_ID, DeviceId(3))
+
+
+def _storage_errors() -> list[type[StorageError]]:
+    found: list[type[StorageError]] = []
+    for module in (errors, groups):
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, StorageError):
+                found.append(value)
+    return sorted(set(found), key=lambda c: c.__name__)
+
+
+@pytest.mark.parametrize("cls", _storage_errors(), ids=lambda c: c.__name__)
+def test_every_storage_error_survives_pickling(cls: type[StorageError]) -> None:
+    error = MailboxFull([REF]) if cls is MailboxFull else cls("a reason")
+    again = pickle.loads(pickle.dumps(error, pickle.HIGHEST_PROTOCOL))
+    assert type(again) is cls
+    assert again.args == error.args
+    assert vars(again) == vars(error)
+    assert transferable(error) is error
+
+
+def test_an_exception_that_cannot_cross_becomes_a_storage_error() -> None:
+    replaced = transferable(TwoArgumentError(7, "odd"))
+    assert type(replaced) is StorageError
+    assert "TwoArgumentError" in str(replaced)
+
+
+def test_results_survive_pickling_and_compare_equal() -> None:
+    stored = StoredEnvelope(4, 1, B_ID, DeviceId(2), "messenger:2", b"m" * 16, 5, 6, b"body")
+    enqueued = Enqueued([REF], {REF: [stored]})
+    again = pickle.loads(pickle.dumps(enqueued, pickle.HIGHEST_PROTOCOL))
+    assert type(again) is Enqueued
+    assert again == enqueued
+    assert again.envelopes == enqueued.envelopes
+    empty = pickle.loads(pickle.dumps(Enqueued(), pickle.HIGHEST_PROTOCOL))
+    assert empty == []
+    assert empty.envelopes == {}
+    signed = SignedKey(1, b"k", b"s")
+    bundle = KeyBundle(
+        b"i", (DeviceKeys(DeviceId(1), 9, signed, OneTimeKey(2, b"o"), signed, True),)
+    )
+    group = GroupRecord(
+        groups.GroupId(UUID(int=9)),
+        "g",
+        None,
+        1,
+        2,
+        3,
+        (MemberRecord(A_ID, Address("messenger", "1"), Role.ADMIN, 2, (DeviceId(1),)),),
+    )
+    for value in (stored, bundle, group, Redeemed(A_ID), (enqueued, True)):
+        assert pickle.loads(pickle.dumps(value, pickle.HIGHEST_PROTOCOL)) == value
+
+
+async def test_an_operations_exception_crosses_with_its_attributes(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "k.db")
+    try:
+        with pytest.raises(MailboxFull) as raised:
+            await db.write(refuse_full, [REF])
+        assert raised.value.devices == [REF]
+        assert raised.value.args == ("1 mailbox(es) full",)
+        with pytest.raises(StorageError, match="TwoArgumentError"):
+            await db.write(raise_two_argument)
+        with pytest.raises(StorageError, match="cannot be sent back"):
+            await db.write(unpicklable_result)
+        assert await db.write(insert, "a") == "a"  # the writer goes on
+    finally:
+        await db.close()
+
+
+async def test_closures_are_refused_at_the_call(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "k.db")
+    row = "a"
+
+    def closure(conn: sqlite3.Connection) -> str:
+        return insert(conn, row)
+
+    try:
+        with pytest.raises(TypeError, match="module-level"):
+            await db.write(closure)
+        with pytest.raises(StorageError, match="cannot be sent"):
+            await db.write(insert, (lambda: None))  # type: ignore[arg-type]
+        assert await db.read(accounts) == []
+    finally:
+        await db.close()
+
+
+async def test_a_dead_writer_fails_every_write_and_nothing_hangs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = Database.open(tmp_path / "k.db")
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    try:
+        assert await db.write(insert, "a") == "a"
+        held = asyncio.create_task(db.write(hold, str(gate)))
+        release = await asyncio.to_thread(open, gate, "wb")  # the writer is inside ``hold``
+        queued = asyncio.create_task(db.write(insert, "b"))
+        await asyncio.sleep(0)
+        os.kill(db.writer_pid, signal.SIGKILL)
+        release.close()
+        async with asyncio.timeout(60):  # a bound for a broken build, not a timing assertion
+            with pytest.raises(StorageError):
+                await held
+            with pytest.raises(StorageError):
+                await queued
+            with pytest.raises(StorageError):
+                await db.write(insert, "c")
+        assert await db.read(accounts) == ["a"]  # reads go on
+    finally:
+        await db.close()
+    ended = [r for r in caplog.records if "writer process has ended" in r.getMessage()]
+    assert len(ended) == 1
+    assert ended[0].levelno == logging.ERROR
+
+
+async def test_close_commits_every_queued_write(tmp_path: Path) -> None:
+    path = tmp_path / "k.db"
+    db = Database.open(path)
+    names = [f"q{i:03d}" for i in range(600)]  # more than one batch
+    tasks = [asyncio.create_task(db.write(insert, n)) for n in names]
+    await asyncio.sleep(0)  # every task has queued its write
+    async with asyncio.timeout(60):  # a bound for a broken build, not a timing assertion
+        await db.close()
+        assert await asyncio.gather(*tasks) == names
+    conn = sqlite3.connect(path)
+    try:
+        assert accounts(conn) == names
+    finally:
+        conn.close()
+    check_not_in_use(path)  # the writer process has released the owner lock too
+
+
+_SERVER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from kurir.server.storage.sqlite_db import Database
+    from server.storage.writer_ops import insert
+
+    async def main() -> None:
+        db = Database.open(Path(sys.argv[1]))
+        await db.write(insert, "a")
+        print(db.writer_pid, flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_no_writer_outlives_a_killed_server(tmp_path: Path) -> None:
+    path = tmp_path / "k.db"
+    tests_dir = str(Path(__file__).parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests_dir, *sys.path])}
+    server = subprocess.Popen(
+        [sys.executable, "-c", _SERVER, str(path)], stdout=subprocess.PIPE, env=env, text=True
+    )
+    try:
+        assert server.stdout is not None
+        writer = int(server.stdout.readline())
+        exited = os.pidfd_open(writer)
+        try:
+            server.kill()  # SIGKILL: no clean-up runs in the server
+            server.wait()
+            # readable once the writer has exited; the bound only stops a broken build hanging
+            ready, _, _ = select.select([exited], [], [], 60)
+            assert ready == [exited]
+        finally:
+            os.close(exited)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
+    check_not_in_use(path)  # nobody holds the owner lock any more
+    conn = sqlite3.connect(path)
+    try:
+        assert accounts(conn) == ["a"]
+    finally:
+        conn.close()
