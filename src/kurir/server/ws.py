@@ -81,6 +81,7 @@ class DeviceConnection:
         "_drained",
         "_flusher",
         "_groups",
+        "_handling",
         "_high",
         "_messages",
         "_outbox",
@@ -103,6 +104,7 @@ class DeviceConnection:
         self._messages = messages
         self._task: asyncio.Task[object] | None = None
         self._stop_code: int | None = None
+        self._handling = False  # a send is being applied: it is not interrupted
         self._high = 0  # the highest seq sent on this connection
         self._drained = False
         self._refetch = True  # the mailbox must be read after ``_high``
@@ -147,8 +149,10 @@ class DeviceConnection:
     def _stop(self, code: int) -> None:
         if self._stop_code is None:
             self._stop_code = code
-            if self._task is not None and self._task is not asyncio.current_task():
-                self._task.cancel()  # interrupts the reading; ``run`` returns the code
+            task = self._task
+            if task is not None and task is not asyncio.current_task() and not self._handling:
+                task.cancel()  # interrupts the reading; ``run`` returns the code
+            # while a send is applied the reading task returns the code once it is done
 
     def _kick(self) -> None:
         if self._flusher is None and self._stop_code is None:
@@ -213,15 +217,21 @@ class DeviceConnection:
                     continue
                 await self._send(ErrorFrame(exc.code.value, exc.message))
                 return CloseCode.PROTOCOL_ERROR
-            # Sends are handled strictly in order. Shielded: what was received is applied
-            # even if the connection is closed or replaced meanwhile. Acks are applied in
-            # batches beside the reading (:meth:`_apply_acks`), usually in the same group
-            # commit as the send behind them; a ``result`` still waits for every earlier ack,
-            # so it confirms them (docs/protocol.md §Delivery).
+            # Sends are handled strictly in order, and never interrupted by a replacement or
+            # revocation (:meth:`_stop` waits for them): what was received is applied. Acks are
+            # applied in batches beside the reading (:meth:`_apply_acks`), usually in the same
+            # group commit as the send behind them; a ``result`` still waits for every earlier
+            # ack, so it confirms them (docs/protocol.md §Delivery).
             match frame:
                 case Send():
                     acked = self._acked
-                    result = await asyncio.shield(self._handle_send(frame))
+                    self._handling = True
+                    try:
+                        result = await self._handle_send(frame)
+                    finally:
+                        self._handling = False
+                    if self._stop_code is not None:
+                        return self._stop_code
                     if acked is not None:
                         await asyncio.shield(acked)
                     await self._send(result)
@@ -235,7 +245,13 @@ class DeviceConnection:
                         self._acker = asyncio.create_task(self._apply_acks())
                 case GroupSend():
                     acked = self._acked
-                    result = await asyncio.shield(self._handle_group_send(frame))
+                    self._handling = True
+                    try:
+                        result = await self._handle_group_send(frame)
+                    finally:
+                        self._handling = False
+                    if self._stop_code is not None:
+                        return self._stop_code
                     if acked is not None:
                         await asyncio.shield(acked)
                     await self._send(result)
