@@ -10,8 +10,11 @@ closing with the protocol's codes (4000 protocol error, 4001 replaced, 4003 auth
 credentials revoked by re-registration). The delivery rules themselves live in
 :mod:`kurir.server.services.messages`.
 
-An idle connection costs one task: the ASGI handler's own, reading frames. Sending
-envelopes and applying acks run in short-lived tasks that exist only while they have work.
+An idle connection costs one task: the ASGI handler's own, reading frames. Applying acks,
+and sending envelopes when the socket cannot take them at once (or the mailbox must be read),
+run in short-lived tasks that exist only while they have work; committed envelopes that
+follow the last one sent go out at once, without a task, when the server's WebSocket protocol
+offers that (:data:`kurir.server.ws_protocol.SEND_NOW`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -31,6 +34,7 @@ from kurir.server.services.accounts import AuthedDevice
 from kurir.server.services.groups import GroupService
 from kurir.server.services.messages import MessageService
 from kurir.server.storage.records import StoredEnvelope
+from kurir.server.ws_protocol import SEND_NOW
 from kurir.wire.errors import ErrorCode, FrameError
 from kurir.wire.frames import (
     Ack,
@@ -84,6 +88,7 @@ class DeviceConnection:
         "_handling",
         "_high",
         "_messages",
+        "_now",
         "_outbox",
         "_refetch",
         "_stop_code",
@@ -100,6 +105,10 @@ class DeviceConnection:
     ) -> None:
         self._groups = groups
         self._ws = websocket
+        # sends a frame at once when the socket can take it (our uvicorn protocol offers it)
+        self._now: Callable[[bytes], bool] | None = websocket.scope.get("extensions", {}).get(
+            SEND_NOW
+        )
         self._device = device
         self._messages = messages
         self._task: asyncio.Task[object] | None = None
@@ -129,6 +138,11 @@ class DeviceConnection:
         outbox = self._outbox
         if not self._drained or self._refetch:
             self._refetch = True  # the pending mailbox read finds them
+        elif outbox is None and self._flusher is None:
+            rest = self._send_at_once(envelopes)
+            if not rest:
+                return  # all sent, nothing for a flusher to do
+            self._outbox = deque(rest)
         elif outbox is None:
             self._outbox = deque(envelopes)
         elif len(outbox) + len(envelopes) > _OUTBOX_MAX:
@@ -137,6 +151,28 @@ class DeviceConnection:
         else:
             outbox.extend(envelopes)
         self._kick()
+
+    def _send_at_once(self, envelopes: Sequence[StoredEnvelope]) -> Sequence[StoredEnvelope]:
+        """With nothing else being sent: send the envelopes that follow the mark right away,
+        without a task, while the socket takes them; return the ones left for the flusher
+        (from a gap, a paused socket or a frame that could not be encoded on)."""
+        now = self._now
+        if now is None or self._stop_code is not None:
+            return envelopes
+        sent = 0
+        for i, env in enumerate(envelopes):
+            if env.seq <= self._high:
+                continue  # already read from the mailbox
+            try:
+                if env.seq != self._high + 1 or not now(encode_frame(_frame(env))):
+                    return envelopes[i:]
+            except FrameError:
+                return envelopes[i:]  # the flusher meets the same error and closes
+            self._high = env.seq
+            sent += 1
+        if sent:
+            self._messages.handed_off(sent)
+        return ()
 
     def replace(self) -> None:
         """A newer connection of this device took over."""
@@ -161,7 +197,10 @@ class DeviceConnection:
     async def _send(self, frame: ServerFrame) -> None:
         # a frame is written whole (no await between framing and the transport write), so
         # the reading task's results and the flusher's envelopes never interleave
-        await self._ws.send_bytes(encode_frame(frame))
+        data = encode_frame(frame)
+        now = self._now
+        if now is None or not now(data):
+            await self._ws.send_bytes(data)
 
     async def run(self) -> int | None:
         """Serve until the peer leaves, violates the protocol, is replaced or revoked.

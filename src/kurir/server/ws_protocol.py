@@ -43,8 +43,11 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.protocol import OPEN
 from websockets.speedups import apply_mask
 
-__all__ = ["DeviceSocketProtocol"]
+__all__ = ["SEND_NOW", "DeviceSocketProtocol"]
 
+SEND_NOW: Final = "kurir.send_now"
+"""ASGI scope extension: a callable ``(data: bytes) -> bool`` that sends a binary message at
+once if it can (:meth:`DeviceSocketProtocol.send_now`)."""
 _READ_HIGH_WATER: Final = 64
 """Unread messages after which reading from the socket pauses until the app catches up."""
 _FLUSH_AT: Final = 64 * 1024
@@ -155,28 +158,56 @@ class DeviceSocketProtocol(WebSocketsSansIOProtocol):
             and not self.close_sent
             and self.initial_response is None
         ):
-            conn = self.conn
-            if conn.state is not OPEN:
+            if self.conn.state is not OPEN:
                 raise ClientDisconnected()
-            n = len(data)
-            if n < 126:
-                conn.writes.append(bytes((_PLAIN_BINARY, n)))
-            elif n < 65536:
-                conn.writes.append(_HEAD16.pack(_PLAIN_BINARY, 126, n))
-            else:
-                conn.writes.append(_HEAD64.pack(_PLAIN_BINARY, 127, n))
-            conn.writes.append(data)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self.loop.call_soon(self._flush)
-            self._pending += len(data)
-            if self._pending >= _FLUSH_AT:
-                self._flush()
+            self._frame(data)
             return
         await super().send(message)
         if self.handshake_complete:
             self.request = None  # type: ignore[assignment]
             self.response = None  # type: ignore[assignment]
+
+    def send_now(self, data: bytes) -> bool:
+        """Send ``data`` as one binary message without waiting, if it can go at once; False
+        (nothing sent) while writing is paused or the connection is not open: then send it
+        with ``websocket.send``, which waits. Offered to the application as the ASGI scope
+        extension :data:`SEND_NOW` (it saves the application a task per message)."""
+        if (
+            self._write_paused
+            or self.disconnected
+            or self.close_sent
+            or not self.handshake_complete
+            or self.initial_response is not None
+            or self.conn.state is not OPEN
+        ):
+            return False
+        self._frame(data)
+        return True
+
+    def _frame(self, data: bytes) -> None:
+        """Append one final binary frame of ``data`` to the output; flush on the next
+        iteration, or now past :data:`_FLUSH_AT` bytes."""
+        writes = self.conn.writes
+        n = len(data)
+        if n < 126:
+            writes.append(bytes((_PLAIN_BINARY, n)))
+        elif n < 65536:
+            writes.append(_HEAD16.pack(_PLAIN_BINARY, 126, n))
+        else:
+            writes.append(_HEAD64.pack(_PLAIN_BINARY, 127, n))
+        writes.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+        self._pending += n
+        if self._pending >= _FLUSH_AT:
+            self._flush()
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # an upgrade the application will see
+            scope["extensions"][SEND_NOW] = self.send_now
 
     # -- reading ----------------------------------------------------------------------------
 
