@@ -405,13 +405,23 @@ def _frame(env: StoredEnvelope) -> Envelope:
     )
 
 
+def _take_authorization(websocket: WebSocket) -> str | None:
+    """The ``Authorization`` header of the upgrade request; the request's headers are then
+    dropped from the scope: nothing reads them again, and a connection lives long (about
+    1 KB less per connected device)."""
+    scope = websocket.scope
+    value = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+    scope["headers"] = []
+    return None if value is None else value.decode("latin-1")
+
+
 async def websocket_endpoint(websocket: WebSocket) -> None:
     """Authenticate the upgrade, then serve the device until it leaves or is replaced."""
     services = services_of(websocket)
     await websocket.accept()
     try:
         device = await services.accounts.authenticate(
-            websocket.headers.get("authorization"), client_host(websocket)
+            _take_authorization(websocket), client_host(websocket)
         )
     except Refused as exc:
         await websocket.send_bytes(encode_frame(ErrorFrame(exc.code.value, exc.message)))
