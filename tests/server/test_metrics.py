@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect
 
 from kurir.server.config import ServerConfig, load_apps
 from kurir.server.testing import start_server
+from kurir.wire.frames import Ack, Envelope, Result
+
+from .helpers import drain, message, recv_frame, register, send, send_frame, sync
+
+_COUNTS = ("accepted", "queued", "delivered", "acknowledged")
 
 
 def samples(text: str) -> dict[str, float]:
@@ -25,7 +31,7 @@ async def test_loopback_scrapes_without_a_token() -> None:
     values = samples(answer.text)
     assert values["kurir_connections"] == 0
     assert values["kurir_redis_up"] == 1  # single node: nothing to reach
-    for name in ("accepted", "queued", "delivered", "acknowledged"):
+    for name in _COUNTS:
         assert values[f"kurir_envelopes_{name}_total"] == 0
 
 
@@ -49,3 +55,32 @@ def test_the_token_stays_out_of_the_config_repr() -> None:
     config = ServerConfig(apps=load_apps(), metrics_token="rahasia", redis="redis://:pw@r:6379")
     assert "rahasia" not in repr(config)
     assert "pw@" not in repr(config)
+
+
+async def test_the_message_counts_follow_a_send_its_delivery_and_its_ack() -> None:
+    async with start_server(None) as server, httpx.AsyncClient(base_url=server.base_url) as http:
+        alice = await register(http, server, "whatsapp:+6281234567890", registration_id=11)
+        bob = await register(http, server, "instagram:@bob", registration_id=22)
+        async with (
+            connect(server.ws_url, additional_headers=alice.auth) as a,
+            connect(server.ws_url, additional_headers=bob.auth) as b,
+        ):
+            await drain(a)
+            await drain(b)
+            await send_frame(a, send(1, bob, b"m" * 16, message(1, 22, b"counted")))
+            assert await recv_frame(a) == Result(1, True)
+            envelope = await recv_frame(b)
+            assert isinstance(envelope, Envelope)
+            await send_frame(b, Ack([envelope.seq]))
+            receipt = await recv_frame(a)
+            assert isinstance(receipt, Envelope)
+            await sync(b, bob)
+        values = samples((await http.get("/metrics")).text)
+    # accepted: the message and bob's empty sync send; delivered: the message and alice's
+    # receipt; queued and acknowledged: only what devices sent
+    assert {n: values[f"kurir_envelopes_{n}_total"] for n in _COUNTS} == {
+        "accepted": 2,
+        "queued": 1,
+        "delivered": 2,
+        "acknowledged": 1,
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -15,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from kurir.server.config import ServerConfig, load_apps
 from kurir.server.context import Services
+from kurir.server.services.accounts import AuthedDevice
 from kurir.server.services.messages import Courier
 from kurir.server.storage.records import Enqueued, StoredEnvelope
 from kurir.server.testing import FakeClock, RunningServer, start_server
@@ -27,6 +29,7 @@ from kurir.wire.frames import (
     ErrorFrame,
     Result,
     ResultError,
+    Send,
 )
 from kurir.wire.limits import MAX_FRAME_BYTES
 
@@ -256,6 +259,33 @@ async def test_second_connection_replaces_first(
             frame = await recv_frame(second)
             assert isinstance(frame, Envelope)
             assert frame.body == b"to the new one"
+
+
+async def test_a_send_being_applied_when_the_connection_is_replaced_still_commits(
+    http: httpx.AsyncClient, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = await _pair(http, server)
+    services: Services = server.app.state.services
+    applying, release = asyncio.Event(), asyncio.Event()
+    original = services.messages.send
+
+    async def held(sender: AuthedDevice, frame: Send) -> None:
+        applying.set()
+        await release.wait()  # the replacement arrives while this send is being applied
+        await original(sender, frame)
+
+    monkeypatch.setattr(services.messages, "send", held)
+    async with online(server, alice) as first:
+        assert await drain(first) == ([], Drained())
+        await send_frame(first, send(1, bob, b"h" * 16, message(1, 22, b"in flight")))
+        await asyncio.wait_for(applying.wait(), 30)
+        async with online(server, alice) as second:
+            release.set()
+            assert await _closed(first) == 4001
+            assert await drain(second) == ([], Drained())
+    async with online(server, bob) as b:
+        (env,), _ = await drain(b)
+    assert env.body == b"in flight"
 
 
 async def test_mailbox_full_is_an_error(tmp_path: Path) -> None:

@@ -1,9 +1,12 @@
-"""kurir.server.ws_protocol over real sockets: coalesced writes, read pausing, light state."""
+"""kurir.server.ws_protocol over real sockets: coalesced writes, read pausing, light state, and
+its own parsing of plain binary frames beside ``websockets``' (raw frames from a raw socket)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -13,6 +16,18 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import connect
 
+from kurir.bench.rawws import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameParser,
+    WsFrame,
+    apply_mask,
+    check_handshake,
+    handshake_request,
+)
 from kurir.server.run import bind_socket
 from kurir.server.ws_protocol import DeviceSocketProtocol
 
@@ -55,7 +70,7 @@ Endpoint = Callable[[WebSocket, _Recording], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager
-async def _serve(endpoint: Endpoint) -> AsyncIterator[str]:
+async def _serve(endpoint: Endpoint, *, max_size: int = 16 * 1024 * 1024) -> AsyncIterator[str]:
     async def route(websocket: WebSocket) -> None:
         await websocket.accept()
         await endpoint(websocket, _Recording.instances[-1])
@@ -64,7 +79,12 @@ async def _serve(endpoint: Endpoint) -> AsyncIterator[str]:
     sock = bind_socket("127.0.0.1", 0)
     port = int(sock.getsockname()[1])
     config = uvicorn.Config(
-        app, ws=_Recording, ws_per_message_deflate=False, lifespan="off", log_config=None
+        app,
+        ws=_Recording,
+        ws_max_size=max_size,
+        ws_per_message_deflate=False,
+        lifespan="off",
+        log_config=None,
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
@@ -180,3 +200,189 @@ async def test_a_sender_waiting_on_a_full_buffer_is_released_when_the_peer_leave
         ws.transport.abort()
         await _until(lambda: bool(outcome))
     assert outcome == ["disconnected"]
+
+
+# -- plain binary frames parsed by the protocol itself, everything else by websockets -------
+
+
+def _masked(first: int, payload: bytes) -> bytes:
+    """One masked client frame with the given first byte (FIN, RSV bits, opcode)."""
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", first, 0x80 | n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", first, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", first, 0x80 | 127, n)
+    mask = os.urandom(4)
+    return head + mask + apply_mask(payload, mask)
+
+
+def _binary(payload: bytes) -> bytes:
+    return _masked(0x80 | OP_BINARY, payload)
+
+
+async def _echo(websocket: WebSocket, protocol: _Recording) -> None:
+    """Echoes every message back: bytes as bytes, text as ``text:`` + its UTF-8."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("bytes") is not None:
+            await websocket.send_bytes(message["bytes"])
+        else:
+            await websocket.send_bytes(b"text:" + message["text"].encode())
+
+
+class _RawClient:
+    """A WebSocket client on a raw socket: writes whatever bytes it is given."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.parser = FrameParser()
+        self.pending: list[WsFrame] = []
+
+    @classmethod
+    async def connect(cls, url: str) -> _RawClient:
+        host_port = url.removeprefix("ws://").split("/", 1)[0]
+        host, port = host_port.split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        request, key = handshake_request(host_port, "/ws", {})
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        check_handshake(head[:-4], key)
+        return cls(reader, writer)
+
+    async def send_in_pieces(self, data: bytes, sizes: list[int]) -> None:
+        """Writes ``data`` in pieces of the given sizes (cycled), each in its own write."""
+        pos = 0
+        i = 0
+        while pos < len(data):
+            piece = sizes[i % len(sizes)]
+            self.writer.write(data[pos : pos + piece])
+            await self.writer.drain()
+            await asyncio.sleep(0.001)  # so that the server reads this piece on its own
+            pos += piece
+            i += 1
+
+    async def frame(self) -> WsFrame:
+        async with asyncio.timeout(_HANG_GUARD_S):
+            while not self.pending:
+                data = await self.reader.read(65536)
+                if not data:
+                    raise ConnectionError("closed")
+                self.pending.extend(self.parser.feed(data))
+        return self.pending.pop(0)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def test_plain_frames_of_every_length_form_split_anywhere_arrive_whole() -> None:
+    payloads = [b"", b"a", os.urandom(125), os.urandom(126), os.urandom(65535), os.urandom(65536)]
+    async with _serve(_echo) as url:
+        client = await _RawClient.connect(url)
+        try:
+            for payload in payloads:
+                frame = _binary(payload)
+                # every header and mask byte on its own, then the payload in large pieces
+                await client.send_in_pieces(frame[:16], [1])
+                await client.send_in_pieces(frame[16:], [4096])
+            # then all of them back to back in one write
+            await client.send_in_pieces(b"".join(_binary(p) for p in payloads), [1 << 20])
+            echoed = [await client.frame() for _ in range(2 * len(payloads))]
+        finally:
+            client.close()
+    assert [(f.opcode, f.payload) for f in echoed] == [(OP_BINARY, p) for p in payloads * 2]
+
+
+async def test_control_frames_and_fragments_between_plain_frames_keep_their_order() -> None:
+    stream = b"".join(
+        [
+            _binary(b"one"),
+            _masked(0x80 | OP_PING, b"are you there"),
+            _binary(b"two"),
+            _masked(OP_BINARY, b"thr"),  # not final: a fragmented message starts
+            _masked(0x80 | OP_PING, b"mid-message"),
+            _masked(0x80 | 0x0, b"ee"),  # the final continuation
+            _masked(0x80 | OP_TEXT, "four \u00e9".encode()),
+            _binary(b"five"),
+        ]
+    )
+    async with _serve(_echo) as url:
+        client = await _RawClient.connect(url)
+        try:
+            await client.send_in_pieces(stream, [5])
+            frames = [await client.frame() for _ in range(7)]
+        finally:
+            client.close()
+    assert [(f.opcode, f.payload) for f in frames if f.opcode == OP_PONG] == [
+        (OP_PONG, b"are you there"),
+        (OP_PONG, b"mid-message"),
+    ]
+    assert [f.payload for f in frames if f.opcode == OP_BINARY] == [
+        b"one",
+        b"two",
+        b"three",
+        "text:four \u00e9".encode(),
+        b"five",
+    ]
+
+
+async def test_a_new_message_inside_a_fragmented_one_is_a_protocol_error() -> None:
+    async with _serve(_echo) as url:
+        client = await _RawClient.connect(url)
+        try:
+            begun = _masked(OP_BINARY, b"begun")
+            await client.send_in_pieces(begun + _binary(b"x"), [len(begun)])
+            closing = await client.frame()
+        finally:
+            client.close()
+    assert closing.opcode == OP_CLOSE
+    assert int.from_bytes(closing.payload[:2], "big") == 1002
+
+
+async def test_a_frame_over_the_size_limit_is_refused_with_1009() -> None:
+    async with _serve(_echo, max_size=1000) as url:
+        client = await _RawClient.connect(url)
+        try:
+            await client.send_in_pieces(_binary(b"fits"), [4096])
+            fits = await client.frame()
+            await client.send_in_pieces(_binary(os.urandom(1001)), [4096])
+            closing = await client.frame()
+        finally:
+            client.close()
+    assert (fits.opcode, fits.payload) == (OP_BINARY, b"fits")
+    assert closing.opcode == OP_CLOSE
+    assert int.from_bytes(closing.payload[:2], "big") == 1009
+
+
+async def test_an_unmasked_client_frame_is_a_protocol_error() -> None:
+    async with _serve(_echo) as url:
+        client = await _RawClient.connect(url)
+        try:
+            unmasked = struct.pack("!BB", 0x80 | OP_BINARY, 3) + b"abc"
+            await client.send_in_pieces(_binary(b"ok"), [4096])
+            ok = await client.frame()
+            await client.send_in_pieces(unmasked, [4096])
+            closing = await client.frame()
+        finally:
+            client.close()
+    assert (ok.opcode, ok.payload) == (OP_BINARY, b"ok")
+    assert closing.opcode == OP_CLOSE
+    assert int.from_bytes(closing.payload[:2], "big") == 1002
+
+
+async def test_a_close_frame_after_plain_frames_ends_the_connection_cleanly() -> None:
+    async with _serve(_echo) as url:
+        client = await _RawClient.connect(url)
+        try:
+            close = _masked(0x80 | OP_CLOSE, (1000).to_bytes(2, "big"))
+            await client.send_in_pieces(_binary(b"last") + close, [3])
+            last = await client.frame()
+            reply = await client.frame()
+        finally:
+            client.close()
+    assert (last.opcode, last.payload) == (OP_BINARY, b"last")
+    assert (reply.opcode, int.from_bytes(reply.payload[:2], "big")) == (OP_CLOSE, 1000)

@@ -30,6 +30,7 @@ __all__ = [
     "OP_CLOSE",
     "OP_PING",
     "OP_PONG",
+    "OP_TEXT",
     "FrameParser",
     "HandshakeError",
     "ProtocolViolation",

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -31,7 +34,31 @@ from kurir.server.storage.records import StoredEnvelope
 from kurir.server.types import Clock, DeviceRef
 from kurir.wire.frames import Send
 
-__all__ = ["MeteredMessageService", "Metrics", "metrics_endpoint"]
+__all__ = ["MessageCounts", "MeteredMessageService", "Metrics", "metrics_endpoint"]
+
+
+_COUNT_HELP: Final = {
+    "accepted": "send frames accepted by this node (durably committed, answered ok).",
+    "queued": "Envelope copies this node committed to recipient mailboxes (one per device).",
+    "delivered": "Envelopes read from mailboxes and written to connections on this node.",
+    "acknowledged": "Envelope seqs acknowledged by devices connected to this node.",
+}
+
+
+class MessageCounts(Collector):
+    """The message path's counters: plain integers bumped on the event loop, read at scrape
+    time (a ``prometheus_client.Counter`` takes a lock on every increment)."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.queued = 0
+        self.delivered = 0
+        self.acknowledged = 0
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        """One ``kurir_envelopes_<name>_total`` counter per count."""
+        for name, text in _COUNT_HELP.items():
+            yield CounterMetricFamily(f"kurir_envelopes_{name}", text, value=getattr(self, name))
 
 
 class Metrics:
@@ -47,26 +74,8 @@ class Metrics:
             "1 when cross-node routing reaches Redis (or runs single-node), 0 while degraded.",
             registry=self.registry,
         )
-        self.accepted = Counter(
-            "kurir_envelopes_accepted",
-            "send frames accepted by this node (durably committed, answered ok).",
-            registry=self.registry,
-        )
-        self.queued = Counter(
-            "kurir_envelopes_queued",
-            "Envelope copies this node committed to recipient mailboxes (one per device).",
-            registry=self.registry,
-        )
-        self.delivered = Counter(
-            "kurir_envelopes_delivered",
-            "Envelopes read from mailboxes and written to connections on this node.",
-            registry=self.registry,
-        )
-        self.acknowledged = Counter(
-            "kurir_envelopes_acknowledged",
-            "Envelope seqs acknowledged by devices connected to this node.",
-            registry=self.registry,
-        )
+        self.counts = MessageCounts()
+        self.registry.register(self.counts)
 
     def watch(self, *, connections: Callable[[], int], redis_up: Callable[[], bool]) -> None:
         """Read the two gauges from the running node at scrape time."""
@@ -106,28 +115,29 @@ class MeteredMessageService(MessageService):
             envelope_ttl_ms=envelope_ttl_ms,
             hooks=hooks,
         )
-        self._metrics = metrics
+        self._counts = metrics.counts
 
     async def send(self, sender: AuthedDevice, frame: Send) -> None:
         """See :meth:`MessageService.send`; counts after the commit."""
         await super().send(sender, frame)
-        self._metrics.accepted.inc()
-        self._metrics.queued.inc(len(frame.messages))
+        counts = self._counts
+        counts.accepted += 1
+        counts.queued += len(frame.messages)
 
     async def acknowledge(self, device: AuthedDevice, seqs: Sequence[int]) -> None:
         """See :meth:`MessageService.acknowledge`."""
         await super().acknowledge(device, seqs)
-        self._metrics.acknowledged.inc(len(seqs))
+        self._counts.acknowledged += len(seqs)
 
     async def fetch(self, device: DeviceRef, *, after_seq: int, limit: int) -> list[StoredEnvelope]:
         """See :meth:`MessageService.fetch` (only the WebSocket delivery loop calls it)."""
         batch = await super().fetch(device, after_seq=after_seq, limit=limit)
-        self._metrics.delivered.inc(len(batch))
+        self._counts.delivered += len(batch)
         return batch
 
     def handed_off(self, count: int) -> None:
         """See :meth:`MessageService.handed_off`: counted as delivered."""
-        self._metrics.delivered.inc(count)
+        self._counts.delivered += count
 
 
 def _loopback(host: str) -> bool:

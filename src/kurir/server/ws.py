@@ -10,8 +10,11 @@ closing with the protocol's codes (4000 protocol error, 4001 replaced, 4003 auth
 credentials revoked by re-registration). The delivery rules themselves live in
 :mod:`kurir.server.services.messages`.
 
-An idle connection costs one task: the ASGI handler's own, reading frames. Sending
-envelopes and applying acks run in short-lived tasks that exist only while they have work.
+An idle connection costs one task: the ASGI handler's own, reading frames. Applying acks,
+and sending envelopes when the socket cannot take them at once (or the mailbox must be read),
+run in short-lived tasks that exist only while they have work; committed envelopes that
+follow the last one sent go out at once, without a task, when the server's WebSocket protocol
+offers that (:data:`kurir.server.ws_protocol.SEND_NOW`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -31,6 +34,7 @@ from kurir.server.services.accounts import AuthedDevice
 from kurir.server.services.groups import GroupService
 from kurir.server.services.messages import MessageService
 from kurir.server.storage.records import StoredEnvelope
+from kurir.server.ws_protocol import SEND_NOW
 from kurir.wire.errors import ErrorCode, FrameError
 from kurir.wire.frames import (
     Ack,
@@ -81,8 +85,10 @@ class DeviceConnection:
         "_drained",
         "_flusher",
         "_groups",
+        "_handling",
         "_high",
         "_messages",
+        "_now",
         "_outbox",
         "_refetch",
         "_stop_code",
@@ -99,10 +105,15 @@ class DeviceConnection:
     ) -> None:
         self._groups = groups
         self._ws = websocket
+        # sends a frame at once when the socket can take it (our uvicorn protocol offers it)
+        self._now: Callable[[bytes], bool] | None = websocket.scope.get("extensions", {}).get(
+            SEND_NOW
+        )
         self._device = device
         self._messages = messages
         self._task: asyncio.Task[object] | None = None
         self._stop_code: int | None = None
+        self._handling = False  # a send is being applied: it is not interrupted
         self._high = 0  # the highest seq sent on this connection
         self._drained = False
         self._refetch = True  # the mailbox must be read after ``_high``
@@ -127,6 +138,11 @@ class DeviceConnection:
         outbox = self._outbox
         if not self._drained or self._refetch:
             self._refetch = True  # the pending mailbox read finds them
+        elif outbox is None and self._flusher is None:
+            rest = self._send_at_once(envelopes)
+            if not rest:
+                return  # all sent, nothing for a flusher to do
+            self._outbox = deque(rest)
         elif outbox is None:
             self._outbox = deque(envelopes)
         elif len(outbox) + len(envelopes) > _OUTBOX_MAX:
@@ -135,6 +151,28 @@ class DeviceConnection:
         else:
             outbox.extend(envelopes)
         self._kick()
+
+    def _send_at_once(self, envelopes: Sequence[StoredEnvelope]) -> Sequence[StoredEnvelope]:
+        """With nothing else being sent: send the envelopes that follow the mark right away,
+        without a task, while the socket takes them; return the ones left for the flusher
+        (from a gap, a paused socket or a frame that could not be encoded on)."""
+        now = self._now
+        if now is None or self._stop_code is not None:
+            return envelopes
+        sent = 0
+        for i, env in enumerate(envelopes):
+            if env.seq <= self._high:
+                continue  # already read from the mailbox
+            try:
+                if env.seq != self._high + 1 or not now(encode_frame(_frame(env))):
+                    return envelopes[i:]
+            except FrameError:
+                return envelopes[i:]  # the flusher meets the same error and closes
+            self._high = env.seq
+            sent += 1
+        if sent:
+            self._messages.handed_off(sent)
+        return ()
 
     def replace(self) -> None:
         """A newer connection of this device took over."""
@@ -147,8 +185,10 @@ class DeviceConnection:
     def _stop(self, code: int) -> None:
         if self._stop_code is None:
             self._stop_code = code
-            if self._task is not None and self._task is not asyncio.current_task():
-                self._task.cancel()  # interrupts the reading; ``run`` returns the code
+            task = self._task
+            if task is not None and task is not asyncio.current_task() and not self._handling:
+                task.cancel()  # interrupts the reading; ``run`` returns the code
+            # while a send is applied the reading task returns the code once it is done
 
     def _kick(self) -> None:
         if self._flusher is None and self._stop_code is None:
@@ -157,7 +197,10 @@ class DeviceConnection:
     async def _send(self, frame: ServerFrame) -> None:
         # a frame is written whole (no await between framing and the transport write), so
         # the reading task's results and the flusher's envelopes never interleave
-        await self._ws.send_bytes(encode_frame(frame))
+        data = encode_frame(frame)
+        now = self._now
+        if now is None or not now(data):
+            await self._ws.send_bytes(data)
 
     async def run(self) -> int | None:
         """Serve until the peer leaves, violates the protocol, is replaced or revoked.
@@ -213,15 +256,21 @@ class DeviceConnection:
                     continue
                 await self._send(ErrorFrame(exc.code.value, exc.message))
                 return CloseCode.PROTOCOL_ERROR
-            # Sends are handled strictly in order. Shielded: what was received is applied
-            # even if the connection is closed or replaced meanwhile. Acks are applied in
-            # batches beside the reading (:meth:`_apply_acks`), usually in the same group
-            # commit as the send behind them; a ``result`` still waits for every earlier ack,
-            # so it confirms them (docs/protocol.md §Delivery).
+            # Sends are handled strictly in order, and never interrupted by a replacement or
+            # revocation (:meth:`_stop` waits for them): what was received is applied. Acks are
+            # applied in batches beside the reading (:meth:`_apply_acks`), usually in the same
+            # group commit as the send behind them; a ``result`` still waits for every earlier
+            # ack, so it confirms them (docs/protocol.md §Delivery).
             match frame:
                 case Send():
                     acked = self._acked
-                    result = await asyncio.shield(self._handle_send(frame))
+                    self._handling = True
+                    try:
+                        result = await self._handle_send(frame)
+                    finally:
+                        self._handling = False
+                    if self._stop_code is not None:
+                        return self._stop_code
                     if acked is not None:
                         await asyncio.shield(acked)
                     await self._send(result)
@@ -235,7 +284,13 @@ class DeviceConnection:
                         self._acker = asyncio.create_task(self._apply_acks())
                 case GroupSend():
                     acked = self._acked
-                    result = await asyncio.shield(self._handle_group_send(frame))
+                    self._handling = True
+                    try:
+                        result = await self._handle_group_send(frame)
+                    finally:
+                        self._handling = False
+                    if self._stop_code is not None:
+                        return self._stop_code
                     if acked is not None:
                         await asyncio.shield(acked)
                     await self._send(result)
@@ -350,13 +405,23 @@ def _frame(env: StoredEnvelope) -> Envelope:
     )
 
 
+def _take_authorization(websocket: WebSocket) -> str | None:
+    """The ``Authorization`` header of the upgrade request; the request's headers are then
+    dropped from the scope: nothing reads them again, and a connection lives long (about
+    1 KB less per connected device)."""
+    scope = websocket.scope
+    value = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+    scope["headers"] = []
+    return None if value is None else value.decode("latin-1")
+
+
 async def websocket_endpoint(websocket: WebSocket) -> None:
     """Authenticate the upgrade, then serve the device until it leaves or is replaced."""
     services = services_of(websocket)
     await websocket.accept()
     try:
         device = await services.accounts.authenticate(
-            websocket.headers.get("authorization"), client_host(websocket)
+            _take_authorization(websocket), client_host(websocket)
         )
     except Refused as exc:
         await websocket.send_bytes(encode_frame(ErrorFrame(exc.code.value, exc.message)))

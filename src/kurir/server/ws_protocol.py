@@ -16,6 +16,15 @@ keepalive, the ASGI events) and changes four things that cost memory or CPU per 
   and an ``asyncio.Event`` (each keeps an empty ``deque`` of about 760 bytes per connection).
 - **The handshake request and response are dropped** once the connection is accepted (about
   5 KB of header objects that uvicorn keeps for the connection's whole life).
+- **Plain binary frames skip the ``websockets`` frame machinery.** Once the connection is
+  open, a final, masked binary frame without extension bits (every frame a kurir client
+  sends) is parsed and unmasked here (:meth:`DeviceSocketProtocol.data_received`), and an
+  outgoing binary message is framed here, instead of through ``websockets``' generator-based
+  parser and its ``Frame`` objects. Every other frame (ping, pong, close, text, fragments, a
+  frame over the size limit, bad masking), and every byte while a fragmented message is in
+  progress or before the handshake completes, goes to ``websockets`` exactly as before, always
+  starting at a frame boundary, so its close handshake, errors and limits are unchanged. Our
+  outgoing frames go into the same ``websockets`` output buffer as its own, so order is kept.
 
 It depends on uvicorn's internals (attribute names of ``WebSocketsSansIOProtocol``), so
 pyproject.toml pins uvicorn's minor version; tests/server/test_ws_protocol.py exercises each
@@ -25,19 +34,29 @@ change over real sockets.
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections import deque
 from typing import Any, Final
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.exceptions import InvalidState
+from websockets.protocol import OPEN
+from websockets.speedups import apply_mask
 
-__all__ = ["DeviceSocketProtocol"]
+__all__ = ["SEND_NOW", "DeviceSocketProtocol"]
 
+SEND_NOW: Final = "kurir.send_now"
+"""ASGI scope extension: a callable ``(data: bytes) -> bool`` that sends a binary message at
+once if it can (:meth:`DeviceSocketProtocol.send_now`)."""
 _READ_HIGH_WATER: Final = 64
 """Unread messages after which reading from the socket pauses until the app catches up."""
 _FLUSH_AT: Final = 64 * 1024
 """Bytes of frames after which a send writes at once (so the transport can push back)."""
+_PLAIN_BINARY: Final = 0x82
+"""First byte of a final binary frame without extension bits (RFC 6455 §5.2)."""
+_MASKED: Final = 0x80
+_HEAD16: Final = struct.Struct("!BBH")
+_HEAD64: Final = struct.Struct("!BBQ")
 
 
 class _Inbox:
@@ -86,6 +105,7 @@ class DeviceSocketProtocol(WebSocketsSansIOProtocol):
         self._pending = 0
         self._write_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
+        self._rx: bytearray | None = None  # the start of a frame not yet whole
         self.writable = _ALWAYS_SET  # type: ignore[assignment]  # pausing: _write_paused
         self.app = self._run_app_then_flush
 
@@ -138,38 +158,138 @@ class DeviceSocketProtocol(WebSocketsSansIOProtocol):
             and not self.close_sent
             and self.initial_response is None
         ):
-            try:
-                self.conn.send_binary(data)
-            except InvalidState:
-                raise ClientDisconnected() from None
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self.loop.call_soon(self._flush)
-            self._pending += len(data)
-            if self._pending >= _FLUSH_AT:
-                self._flush()
+            if self.conn.state is not OPEN:
+                raise ClientDisconnected()
+            self._frame(data)
             return
         await super().send(message)
         if self.handshake_complete:
             self.request = None  # type: ignore[assignment]
             self.response = None  # type: ignore[assignment]
 
+    def send_now(self, data: bytes) -> bool:
+        """Send ``data`` as one binary message without waiting, if it can go at once; False
+        (nothing sent) while writing is paused or the connection is not open: then send it
+        with ``websocket.send``, which waits. Offered to the application as the ASGI scope
+        extension :data:`SEND_NOW` (it saves the application a task per message)."""
+        if (
+            self._write_paused
+            or self.disconnected
+            or self.close_sent
+            or not self.handshake_complete
+            or self.initial_response is not None
+            or self.conn.state is not OPEN
+        ):
+            return False
+        self._frame(data)
+        return True
+
+    def _frame(self, data: bytes) -> None:
+        """Append one final binary frame of ``data`` to the output; flush on the next
+        iteration, or now past :data:`_FLUSH_AT` bytes."""
+        writes = self.conn.writes
+        n = len(data)
+        if n < 126:
+            writes.append(bytes((_PLAIN_BINARY, n)))
+        elif n < 65536:
+            writes.append(_HEAD16.pack(_PLAIN_BINARY, 126, n))
+        else:
+            writes.append(_HEAD64.pack(_PLAIN_BINARY, 127, n))
+        writes.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+        self._pending += n
+        if self._pending >= _FLUSH_AT:
+            self._flush()
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # an upgrade the application will see
+            scope["extensions"][SEND_NOW] = self.send_now
+
     # -- reading ----------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._rx is None and not self._at_frame_boundary():
+            super().data_received(data)  # the handshake, a fragmented message, or closing
+            return
+        rx: bytes | bytearray = data
+        if self._rx is not None:  # the rest of a frame whose start came before
+            rx = self._rx
+            rx += data
+            self._rx = None
+        pos = 0
+        end = len(rx)
+        limit = self.conn.max_message_size
+        while end - pos >= 2:
+            second = rx[pos + 1]
+            length = second & 0x7F
+            if rx[pos] != _PLAIN_BINARY or not second & _MASKED:
+                break  # not a plain binary frame: websockets takes it from here
+            head = 6  # two bytes, then the 4-byte mask
+            if length == 126:
+                if end - pos < 4:
+                    self._rx = bytearray(rx[pos:])
+                    return
+                length = int.from_bytes(rx[pos + 2 : pos + 4], "big")
+                head = 8
+            elif length == 127:
+                if end - pos < 10:
+                    self._rx = bytearray(rx[pos:])
+                    return
+                length = int.from_bytes(rx[pos + 2 : pos + 10], "big")
+                head = 14
+            if limit is not None and length > limit:
+                break  # websockets refuses it with 1009
+            start = pos + head
+            if end - start < length:
+                self._rx = bytearray(rx[pos:])  # wait for the rest of this frame
+                return
+            payload = apply_mask(rx[start : start + length], rx[start - 4 : start])
+            pos = start + length
+            self._to_app(payload)
+            if self.transport.is_closing():
+                return
+        if pos == end:
+            return
+        if end - pos < 2:
+            self._rx = bytearray(rx[pos:])  # not even a frame head yet
+            return
+        super().data_received(rx if pos == 0 and isinstance(rx, bytes) else bytes(rx[pos:]))
+
+    def _at_frame_boundary(self) -> bool:
+        """Whether the next byte starts a frame that this class may parse itself: the
+        connection is open, ``websockets`` holds no unparsed bytes and no fragmented message
+        is in progress."""
+        conn = self.conn
+        return (
+            self.handshake_complete
+            and conn.state is OPEN
+            and conn.current_size is None
+            and not conn.reader.buffer
+        )
 
     def send_receive_event_to_app(self) -> None:
         data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
         self.frames = []
-        if self.close_sent:
-            return  # past `websocket.close`: discard, as uvicorn does
         if self.curr_msg_data_type == "text":
             try:
-                self.queue.put_nowait({"type": "websocket.receive", "text": data.decode()})
+                self._to_app(data.decode())
             except UnicodeDecodeError:
                 self.conn.send_close(1007)
                 self.handle_parser_exception()
-                return
         else:
+            self._to_app(data)
+
+    def _to_app(self, data: bytes | str) -> None:
+        if self.close_sent:
+            return  # past `websocket.close`: discard, as uvicorn does
+        if isinstance(data, bytes):
             self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
+        else:
+            self.queue.put_nowait({"type": "websocket.receive", "text": data})
         if not self.read_paused and self.queue.qsize() >= _READ_HIGH_WATER:
             self.read_paused = True
             self.transport.pause_reading()
