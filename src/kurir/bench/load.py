@@ -42,6 +42,7 @@ from kurir.bench.procs import (
     ServerProcess,
     cpu_percent,
     cpu_total,
+    family,
     raise_fd_limit,
     rss_bytes,
     start_kurir_server,
@@ -105,7 +106,8 @@ class PhaseResult:
         accepted_per_s: Sends acknowledged by the server per second of the window.
         delivered_per_s: Messages received by recipients per second of the window.
         undelivered: Messages of the phase accepted but not received when collection ended.
-        server_cpu_pct: Server process CPU over the window, percent of one core.
+        server_cpu_pct: Server CPU over the window (its processes and their children, the
+            SQLite writer), percent of one core.
         server_rss_mib: Peak server RSS sampled during the window.
         generator_cpu_pct: All generator processes together, percent of one core.
         generator_max_lag_ms: How late the generator sent against its schedule (fixed rate).
@@ -397,7 +399,7 @@ def run_phase(
                 progress(f"{label}: {delivered:,} delivered", max(0.0, elapsed), total)
 
     sleep_until(spec.count_from_ns)
-    server_pids = [server.pid, *(s.pid for s in more_servers)]
+    server_pids = family([server.pid, *(s.pid for s in more_servers)])  # with their writers
     server_before = cpu_total(server_pids)
     gen_before = cpu_total(workers.pids)
     peak = sum(rss_bytes(pid) for pid in server_pids)
@@ -586,13 +588,13 @@ def run_idle(
         try:
             creds = _register(server, devices, progress)
             time.sleep(settle_s)
-            before = rss_bytes(server.pid)
+            before = sum(rss_bytes(pid) for pid in family([server.pid]))
             if trace_to is not None:
                 _snapshot(server, trace_to, 1)
             pool = _raw_workers(server, creds, workers, 200)
             pool.wait_ready(len(creds), progress)
             time.sleep(settle_s)
-            after = rss_bytes(server.pid)
+            after = sum(rss_bytes(pid) for pid in family([server.pid]))
             if trace_to is not None:
                 _snapshot(server, trace_to, 2)
             connected = pool.total(C_CONNECTED)

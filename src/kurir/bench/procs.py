@@ -27,6 +27,7 @@ __all__ = [
     "cpu_percent",
     "cpu_seconds",
     "cpu_total",
+    "family",
     "raise_fd_limit",
     "rss_bytes",
     "start_kurir_server",
@@ -55,6 +56,19 @@ def cpu_seconds(pid: int) -> float:
     # the command name (field 2) may hold spaces: split after its closing parenthesis
     fields = stat[stat.rindex(b")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15)
+
+
+def family(pids: list[int]) -> list[int]:
+    """``pids`` and their child processes (a kurir server's SQLite writer runs as its child),
+    from ``/proc/<pid>/task/<tid>/children``; a process already gone is left out."""
+    found: list[int] = []
+    for pid in pids:
+        found.append(pid)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children", "rb") as f:
+                    found.extend(int(child) for child in f.read().split())
+    return found
 
 
 def rss_bytes(pid: int, *, peak: bool = False) -> int:

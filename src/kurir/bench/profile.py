@@ -59,6 +59,7 @@ class ServerProfiler:
                 "--format",
                 "raw",
                 "--threads",
+                "--subprocesses",  # the SQLite writer process
                 "--nonblocking",
                 "--output",
                 str(self._output),
@@ -122,11 +123,13 @@ def summarise(path: Path, *, top: int = _TOP) -> dict[str, Any]:
 
 def _thread_role(calls: list[str]) -> str:
     text = ";".join(calls)
-    if "_write_loop" in text:
-        return "sqlite writer thread"
+    if "sqlite_writer" in text:
+        return "sqlite writer process"
+    if "Database._receive" in text or "Database._send" in text:
+        return "sqlite writer channel threads"
     if "concurrent/futures/thread.py" in text or "_worker (" in text:
         return "sqlite reader thread"
-    if "run_forever" in text or "run_until_complete" in text:
+    if "Runner.run" in text or "run_forever" in text or "run_until_complete" in text:
         return "event loop thread"
     return "other"
 
