@@ -24,8 +24,8 @@ from kurir.bench.rawws import (
     OP_TEXT,
     FrameParser,
     WsFrame,
-    apply_mask,
     check_handshake,
+    encode_frame,
     handshake_request,
 )
 from kurir.server.run import bind_socket
@@ -205,21 +205,8 @@ async def test_a_sender_waiting_on_a_full_buffer_is_released_when_the_peer_leave
 # -- plain binary frames parsed by the protocol itself, everything else by websockets -------
 
 
-def _masked(first: int, payload: bytes) -> bytes:
-    """One masked client frame with the given first byte (FIN, RSV bits, opcode)."""
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", first, 0x80 | n)
-    elif n < 1 << 16:
-        head = struct.pack("!BBH", first, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", first, 0x80 | 127, n)
-    mask = os.urandom(4)
-    return head + mask + apply_mask(payload, mask)
-
-
 def _binary(payload: bytes) -> bytes:
-    return _masked(0x80 | OP_BINARY, payload)
+    return encode_frame(OP_BINARY, payload)
 
 
 async def _echo(websocket: WebSocket, protocol: _Recording) -> None:
@@ -301,12 +288,12 @@ async def test_control_frames_and_fragments_between_plain_frames_keep_their_orde
     stream = b"".join(
         [
             _binary(b"one"),
-            _masked(0x80 | OP_PING, b"are you there"),
+            encode_frame(OP_PING, b"are you there"),
             _binary(b"two"),
-            _masked(OP_BINARY, b"thr"),  # not final: a fragmented message starts
-            _masked(0x80 | OP_PING, b"mid-message"),
-            _masked(0x80 | 0x0, b"ee"),  # the final continuation
-            _masked(0x80 | OP_TEXT, "four \u00e9".encode()),
+            encode_frame(OP_BINARY, b"thr", fin=False),  # not final: a fragmented message starts
+            encode_frame(OP_PING, b"mid-message"),
+            encode_frame(0x0, b"ee"),  # the final continuation
+            encode_frame(OP_TEXT, "four \u00e9".encode()),
             _binary(b"five"),
         ]
     )
@@ -334,7 +321,7 @@ async def test_a_new_message_inside_a_fragmented_one_is_a_protocol_error() -> No
     async with _serve(_echo) as url:
         client = await _RawClient.connect(url)
         try:
-            begun = _masked(OP_BINARY, b"begun")
+            begun = encode_frame(OP_BINARY, b"begun", fin=False)
             await client.send_in_pieces(begun + _binary(b"x"), [len(begun)])
             closing = await client.frame()
         finally:
@@ -378,7 +365,7 @@ async def test_a_close_frame_after_plain_frames_ends_the_connection_cleanly() ->
     async with _serve(_echo) as url:
         client = await _RawClient.connect(url)
         try:
-            close = _masked(0x80 | OP_CLOSE, (1000).to_bytes(2, "big"))
+            close = encode_frame(OP_CLOSE, (1000).to_bytes(2, "big"))
             await client.send_in_pieces(_binary(b"last") + close, [3])
             last = await client.frame()
             reply = await client.frame()

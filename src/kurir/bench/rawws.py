@@ -114,10 +114,11 @@ def apply_mask(data: bytes, mask: bytes) -> bytes:
     return (int.from_bytes(data, "big") ^ int.from_bytes(repeated, "big")).to_bytes(n, "big")
 
 
-def encode_frame(opcode: int, payload: bytes) -> bytes:
-    """One final, masked client frame (RFC 6455 §5.2); a fresh random mask each time."""
+def encode_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """One masked client frame (RFC 6455 §5.2), final unless ``fin`` is False; a fresh random
+    mask each time."""
     n = len(payload)
-    first = 0x80 | opcode
+    first = 0x80 | opcode if fin else opcode
     if n < 126:
         head = struct.pack("!BB", first, 0x80 | n)
     elif n < 1 << 16:
