@@ -8,6 +8,7 @@ process's CPU time (``/proc/<pid>/stat`` utime + stime, proc(5)) and resident me
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -18,8 +19,9 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final
 
 __all__ = [
     "CpuSample",
@@ -29,12 +31,32 @@ __all__ = [
     "cpu_total",
     "family",
     "raise_fd_limit",
+    "read_commands",
     "rss_bytes",
     "start_kurir_server",
 ]
 
 _TICKS: Final = os.sysconf("SC_CLK_TCK")
 _LISTENING: Final = re.compile(rb"kurir listening on http://([0-9.]+):(\d+)")
+
+
+def read_commands(conn: Connection) -> asyncio.Queue[Any]:
+    """The commands the coordinator sends over ``conn``, as a queue fed by the running loop
+    (undo with ``loop.remove_reader(conn.fileno())``).
+
+    The descriptor stays blocking: the loop only watches it, and a worker's reply (its
+    statistics, megabytes at high rates) must wait for room in the pipe, not fail with EAGAIN.
+    """
+    loop = asyncio.get_running_loop()
+    commands: asyncio.Queue[Any] = asyncio.Queue()
+
+    def readable() -> None:
+        while conn.poll():
+            commands.put_nowait(conn.recv())
+
+    loop.add_reader(conn.fileno(), readable)
+    os.set_blocking(conn.fileno(), True)  # the loop made it non-blocking
+    return commands
 
 
 def raise_fd_limit() -> int:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from kurir.bench.load import LoadOptions, PhaseResult, Progress, WorkerPool, run_phase
-from kurir.bench.procs import start_kurir_server
+from kurir.bench.procs import read_commands, start_kurir_server
 from kurir.bench.register import address_of, client_key
 from kurir.bench.worker import (
     C_ACCEPTED,
@@ -180,13 +180,7 @@ async def _serve(config: SdkConfig, conn: Connection, counters: Any) -> None:
         await worker.close_all()
         return
     conn.send(("registered", len(worker.clients)))
-    commands: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-
-    def readable() -> None:
-        while conn.poll():
-            commands.put_nowait(conn.recv())
-
-    loop.add_reader(conn.fileno(), readable)
+    commands = read_commands(conn)
     phase_task: asyncio.Task[None] | None = None
     try:
         while True:

@@ -31,7 +31,7 @@ from uuid import UUID
 
 import msgspec
 
-from kurir.bench.procs import raise_fd_limit
+from kurir.bench.procs import raise_fd_limit, read_commands
 from kurir.bench.rawws import (
     OP_BINARY,
     OP_CLOSE,
@@ -412,13 +412,7 @@ async def _serve(config: WorkerConfig, conn: Connection, counters: SynchronizedA
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
     conn.send(("ready", len(worker.devices)))
-    commands: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-
-    def readable() -> None:
-        while conn.poll():
-            commands.put_nowait(conn.recv())
-
-    loop.add_reader(conn.fileno(), readable)
+    commands = read_commands(conn)
     phase_task: asyncio.Task[None] | None = None
     try:
         while True:
