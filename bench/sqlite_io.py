@@ -130,7 +130,7 @@ def _writer_us(path: Path, batches: int, size: int) -> tuple[float, float]:
             for name in ("optimistic", "savepoints"):
                 total = 0.0
                 for b in range(batches):
-                    ops = [Call(_write_op, (b * size + i,), {}) for i in range(size)]
+                    ops: list[Call] = [(_write_op, (b * size + i,), {}) for i in range(size)]
                     start = time.thread_time()
                     if name == "optimistic":
                         run_batch(conn, ops)

@@ -22,7 +22,7 @@ from ..helpers import key_upload, link
 from .peers import BUDI, MEGA, RINA, bodies, inbox, people, send_text
 
 SECRET = b"the cake is a lie 7f3a"
-NO_USER_DATA = {"schema_version"}
+NO_USER_DATA = {"schema_version", "delivered_sweep"}
 TRANSIENT = {"pending_codes"}
 """Not in the report, by decision (docs/metadata.md, "Pending codes"): digests of codes that
 live minutes and are deleted when used."""

@@ -392,6 +392,50 @@ async def test_expiry_is_counted(storage: Storage) -> None:
     assert await mb.last_seq(B_ID, D1) == 3
 
 
+async def test_expiry_counts_each_device_and_spares_the_rest(storage: Storage) -> None:
+    # several devices and accounts in one sweep: each device is told its own count, an
+    # envelope expiring exactly at the sweep's time goes, later ones and their seqs stay
+    await _two_accounts(storage)
+    d2 = await storage.accounts.add_device(B_ID, _device(10), now=3, max_devices=3)
+    mb = storage.mailboxes
+    for i, (to, device, expires_at) in enumerate(
+        [(B_ID, D1, 100), (B_ID, d2, 150), (B_ID, D1, 150), (B_ID, d2, 151), (A_ID, D1, 90)]
+    ):
+        key = bytes([i]) * 16
+        await mb.enqueue([_env(to, key, device=device)], now=1, expires_at=expires_at, cap=10)
+    await mb.acknowledge(B_ID, D1, [1], now=10, expires_at=FAR, receipt_source_address=None)
+    assert await mb.expire(99) == 1
+    assert await mb.expire(150) == 2
+    assert await mb.expire(150) == 0
+    assert await mb.take_expired_count(B_ID, D1) == 1
+    assert await mb.take_expired_count(B_ID, d2) == 1
+    assert await mb.take_expired_count(A_ID, D1) == 1
+    assert [e.seq for e in await mb.fetch(B_ID, d2, after_seq=0, limit=9, now=150)] == [2]
+    assert await mb.fetch(B_ID, D1, after_seq=0, limit=9, now=150) == []
+    # the receipt (expires FAR) survived; new envelopes continue each device's seqs
+    assert [e.type for e in await mb.fetch(A_ID, D1, after_seq=0, limit=9, now=150)] == [
+        RECEIPT_TYPE
+    ]
+    await mb.enqueue([_env(B_ID, b"n" * 16)], now=160, expires_at=FAR, cap=10)
+    assert await mb.last_seq(B_ID, D1) == 3
+
+
+async def test_a_second_delivery_of_a_lapsed_id_makes_no_second_receipt(
+    storage: Storage,
+) -> None:
+    # the delivery record lapsed, the id was queued and acknowledged again while the first
+    # receipt still waits for the sender: the sender still gets one receipt
+    await _two_accounts(storage)
+    mb = storage.mailboxes
+    await mb.enqueue([_env(B_ID, b"k" * 16)], now=1, expires_at=100, cap=9)
+    await mb.acknowledge(B_ID, D1, [1], now=50, expires_at=FAR, receipt_source_address=None)
+    await mb.expire(120)
+    await mb.enqueue([_env(B_ID, b"k" * 16)], now=150, expires_at=FAR, cap=9)
+    await mb.acknowledge(B_ID, D1, [2], now=160, expires_at=FAR, receipt_source_address=None)
+    receipts = await mb.fetch(A_ID, D1, after_seq=0, limit=9, now=170)
+    assert [(e.type, e.message_id) for e in receipts] == [(RECEIPT_TYPE, b"k" * 16)]
+
+
 async def test_concurrent_enqueues_get_distinct_seqs(storage: Storage) -> None:
     await _two_accounts(storage)
     mb = storage.mailboxes

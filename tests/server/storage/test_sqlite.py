@@ -15,6 +15,7 @@ import pytest
 from kurir.server.storage.errors import DatabaseInUse, SchemaTooNew, StorageError
 from kurir.server.storage.metadata_protocols import PolicyViewReader
 from kurir.server.storage.metadata_records import ConversationState
+from kurir.server.storage.metadata_sqlite import record_send_in
 from kurir.server.storage.records import NewDevice, OutgoingEnvelope, SendCount
 from kurir.server.storage.sqlite import SqliteEngine
 from kurir.server.storage.sqlite_db import (
@@ -361,3 +362,154 @@ async def test_schema_6_keeps_mailboxes_and_delivered_records(tmp_path: Path) ->
     conn.close()
     assert "WITHOUT ROWID" in schema["envelopes"]
     assert "WITHOUT ROWID" in schema["delivered"]
+
+
+async def test_schema_7_drops_the_expiry_indexes_and_keeps_the_mailboxes(
+    tmp_path: Path,
+) -> None:
+    """Migration 7 drops the expiry indexes: queued envelopes, delivered records and the
+    expired counts survive it, and the sweep (now scans) still deletes and counts exactly."""
+    path = tmp_path / "k.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for version, sql in load_migrations()[:6]:
+        conn.executescript(f"{sql}\nINSERT INTO schema_version (version) VALUES ({version});")
+    account = str(A_ID)
+    conn.execute(
+        "INSERT INTO accounts (account_id, app, identifier, created_at)"
+        " VALUES (?, 'messenger', '5', 1)",
+        (account,),
+    )
+    conn.execute(
+        "INSERT INTO devices (account_id, device_id, registration_id, salt, password_hash,"
+        " created_at, last_seq, expired_count) VALUES (?, 1, 1, x'00', x'00', 1, 7, 2)",
+        (account,),
+    )
+    for seq, key, expires_at in ((6, b"q" * 16, 100), (7, b"r" * 16, 10**15)):
+        conn.execute(
+            "INSERT INTO envelopes (account_id, device_id, seq, dedupe_key, type, message_id,"
+            " client_timestamp, server_timestamp, expires_at, body)"
+            " VALUES (?, 1, ?, ?, 1, ?, 1, 2, ?, ?)",
+            (account, seq, key, key, expires_at, b"body%d" % seq),
+        )
+    for key, expires_at in ((b"d" * 16, 10**15), (b"e" * 16, 100)):
+        conn.execute(
+            "INSERT INTO delivered (account_id, device_id, dedupe_key, expires_at)"
+            " VALUES (?, 1, ?, ?)",
+            (account, key, expires_at),
+        )
+    conn.commit()
+    conn.close()
+    engine = SqliteEngine.open(path)
+    mailboxes = engine.storage.mailboxes
+
+    def env(key: bytes) -> OutgoingEnvelope:
+        return OutgoingEnvelope(A_ID, DeviceId(1), key, 1, None, None, None, key, 1, b"new")
+
+    try:
+        got = await mailboxes.fetch(A_ID, DeviceId(1), after_seq=0, limit=10, now=3)
+        assert [(e.seq, e.body) for e in got] == [(6, b"body6"), (7, b"body7")]
+        assert await mailboxes.expire(100) == 1
+        assert await mailboxes.take_expired_count(A_ID, DeviceId(1)) == 3
+        # the live delivered key is still refused, the swept one is free, seqs go on
+        assert not await mailboxes.enqueue([env(b"d" * 16)], now=101, expires_at=10**15, cap=10)
+        queued = await mailboxes.enqueue([env(b"e" * 16)], now=101, expires_at=10**15, cap=10)
+        assert [e.seq for e in queued.envelopes[queued[0]]] == [8]
+    finally:
+        await engine.close()
+    conn = sqlite3.connect(path)
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    delivered = conn.execute("SELECT dedupe_key FROM delivered").fetchall()
+    conn.close()
+    assert "envelopes_by_expiry" not in indexes
+    assert "delivered_by_expiry" not in indexes
+    assert "envelopes_by_dedupe" in indexes
+    assert delivered == [(b"d" * 16,)]
+
+
+def _conversations(tmp_path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    for _, sql in load_migrations():
+        conn.executescript(sql)
+    return conn
+
+
+def test_record_send_in_tells_when_a_conversation_changed(tmp_path: Path) -> None:
+    """A change is reported exactly when a side is created or the sender's side becomes
+    accepted (the cache forgets the pair then); the counts land on the right sides."""
+    conn = _conversations(tmp_path)
+    request, accepted = ConversationState.REQUEST, ConversationState.ACCEPTED
+
+    def rows() -> list[tuple[object, ...]]:
+        return conn.execute(
+            "SELECT account_id, peer_account, state, sent_count, received_count, last_activity"
+            " FROM conversations ORDER BY account_id, peer_account"
+        ).fetchall()
+
+    assert record_send_in(conn, "a", "b", request, 1)  # both sides created
+    assert rows() == [("a", "b", "accepted", 1, 0, 1), ("b", "a", "request", 0, 1, 1)]
+    assert not record_send_in(conn, "a", "b", accepted, 2)  # counts only
+    assert rows() == [("a", "b", "accepted", 2, 0, 2), ("b", "a", "request", 0, 2, 2)]
+    assert record_send_in(conn, "b", "a", accepted, 3)  # the reply accepts b's side
+    assert rows() == [("a", "b", "accepted", 2, 1, 3), ("b", "a", "accepted", 1, 2, 3)]
+    conn.execute("DELETE FROM conversations WHERE account_id = 'a'")
+    assert record_send_in(conn, "b", "a", request, 4)  # the recipient's side is created
+    assert rows() == [("a", "b", "request", 0, 1, 4), ("b", "a", "accepted", 2, 2, 4)]
+    conn.execute("DELETE FROM conversations WHERE account_id = 'b'")
+    assert record_send_in(conn, "b", "a", request, 5)  # the sender's side is created
+    assert rows() == [("a", "b", "request", 0, 2, 5), ("b", "a", "accepted", 1, 0, 5)]
+    assert record_send_in(conn, "c", "c", request, 6)  # a note to self: one row, both counts
+    assert rows()[-1] == ("c", "c", "accepted", 1, 1, 6)
+    assert not record_send_in(conn, "c", "c", request, 7)
+    assert rows()[-1] == ("c", "c", "accepted", 2, 2, 7)
+    conn.close()
+
+
+async def test_delivered_records_are_swept_a_slice_at_a_time(tmp_path: Path) -> None:
+    """Schema 7: each sweep deletes the expired delivered records of the account id slices
+    due since the last one (a full pass per day, wrapping around), the whole table on the
+    first sweep or after a day without one; a live record always stays."""
+    path = tmp_path / "k.db"
+    await SqliteEngine.open(path).close()
+    day, minute = 86_400_000, 60_000
+    t0 = 10 * day
+    low, high = str(UUID(int=1)), str(UUID(int=0xFFFFFFFF << 96))  # first and last slice
+
+    def put(*rows: tuple[str, bytes, int]) -> None:
+        conn = sqlite3.connect(path)
+        conn.executemany(
+            "INSERT INTO delivered (account_id, device_id, dedupe_key, expires_at)"
+            " VALUES (?, 1, ?, ?)",
+            rows,
+        )
+        conn.commit()
+        conn.close()
+
+    def left() -> list[tuple[str, bytes]]:
+        conn = sqlite3.connect(path)
+        rows = conn.execute("SELECT account_id, dedupe_key FROM delivered ORDER BY 1, 2")
+        found = [(str(a), bytes(k)) for a, k in rows]
+        conn.close()
+        return found
+
+    put((low, b"a", 5), (high, b"a", 5), (low, b"live", 10**15))
+    engine = SqliteEngine.open(path)
+    mailboxes = engine.storage.mailboxes
+    try:
+        await mailboxes.expire(t0)  # the first sweep: the whole table
+        assert left() == [(low, b"live")]
+        put((low, b"b", t0), (high, b"b", t0))
+        await mailboxes.expire(t0 + minute // 2)  # no slice due yet
+        assert left() == [(low, b"b"), (low, b"live"), (high, b"b")]
+        await mailboxes.expire(t0 + minute)  # slice 0
+        assert left() == [(low, b"live"), (high, b"b")]
+        await mailboxes.expire(t0 + day - minute)  # slices 1 to 1438
+        assert left() == [(low, b"live"), (high, b"b")]
+        put((low, b"c", t0))
+        await mailboxes.expire(t0 + day + minute)  # slice 1439, then slice 0 again
+        assert left() == [(low, b"live")]
+        put((high, b"d", t0))
+        await mailboxes.expire(t0 + 3 * day)  # a day's worth due: the whole table
+        assert left() == [(low, b"live")]
+    finally:
+        await engine.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import enum
 import logging
 import os
 import pickle
@@ -12,7 +14,9 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
+from typing import cast
 from uuid import UUID
 
 import pytest
@@ -21,21 +25,25 @@ from kurir.server.storage import errors, groups
 from kurir.server.storage.codes import Redeemed
 from kurir.server.storage.errors import MailboxFull, StorageError
 from kurir.server.storage.groups import GroupRecord, MemberRecord, Role
+from kurir.server.storage.metadata_records import ConversationState, Reachability
 from kurir.server.storage.records import (
     DeviceKeys,
     Enqueued,
     KeyBundle,
     OneTimeKey,
+    OutgoingEnvelope,
+    SendCount,
     SignedKey,
     StoredEnvelope,
 )
 from kurir.server.storage.sqlite_db import Database, check_not_in_use
-from kurir.server.storage.sqlite_writer import transferable
+from kurir.server.storage.sqlite_writer import decode, frame, transferable
 from kurir.server.types import AccountId, DeviceId, DeviceRef
 from kurir.wire.address import Address
 from server.storage.writer_ops import (
     TwoArgumentError,
     accounts,
+    echo,
     hold,
     insert,
     raise_two_argument,
@@ -98,6 +106,78 @@ def test_results_survive_pickling_and_compare_equal() -> None:
     )
     for value in (stored, bundle, group, Redeemed(A_ID), (enqueued, True)):
         assert pickle.loads(pickle.dumps(value, pickle.HIGHEST_PROTOCOL)) == value
+
+
+class _Local(enum.Enum):
+    ONE = 1
+
+
+class _Flags(enum.Flag):
+    A = 1
+    B = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plain:
+    value: int
+    named: str = dataclasses.field(default="n", kw_only=True)
+
+
+def _records() -> list[object]:
+    envelope = OutgoingEnvelope(
+        B_ID, DeviceId(1), b"k" * 16, 1, A_ID, DeviceId(2), None, b"m", 3, b"b"
+    )
+    stored = StoredEnvelope(4, 1, None, None, "messenger:2", b"m" * 16, 5, 6, b"")
+    safe = UUID(bytes=b"u" * 16, is_safe=uuid.SafeUUID.safe)
+    return [
+        [envelope, envelope],
+        SendCount(A_ID, B_ID, ConversationState.REQUEST),
+        Reachability.CONTACTS,
+        safe,
+        Enqueued([REF], {REF: [stored]}),
+        Enqueued(),
+        _Local.ONE,
+        _Plain(3, named="x"),
+        {"k": (A_ID, None, 1.5, True)},
+        Address("messenger", "1"),
+        ConversationState,  # a class of a metaclass
+        _Flags.A | _Flags.B,
+        _Flags.B,
+    ]
+
+
+def test_calls_and_outcomes_cross_a_frame_unchanged() -> None:
+    calls = [(insert, ("a",), {}), (echo, tuple(_records()), {"named": A_ID})]
+    data = frame([7, 8], calls)
+    ids, items = decode(data[4:])
+    assert ids == [7, 8]
+    assert items == calls
+    values = items[1][1]
+    assert [type(v) for v in values] == [type(v) for v in _records()]
+    assert values[0][0] is values[0][1]  # one object stays one object
+    assert values[1].recipient_state is ConversationState.REQUEST
+    assert values[2] is Reachability.CONTACTS
+    assert values[6] is _Local.ONE
+    assert values[10] is ConversationState
+    assert values[11] == _Flags.A | _Flags.B
+    assert values[3].is_safe is uuid.SafeUUID.safe
+    assert values[4].envelopes == _records()[4].envelopes  # type: ignore[attr-defined]
+    assert isinstance(items[1][2]["named"], UUID)
+
+
+async def test_records_cross_to_the_writer_and_back(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "k.db")
+    try:
+        values, named, types = cast(
+            tuple[tuple[object, ...], dict[str, object], list[str]],
+            await db.write(echo, *_records(), who=A_ID),
+        )
+        assert list(values) == _records()
+        assert types == [type(v).__name__ for v in _records()]
+        assert [type(v) for v in values] == [type(v) for v in _records()]
+        assert named == {"who": A_ID}
+    finally:
+        await db.close()
 
 
 async def test_an_operations_exception_crosses_with_its_attributes(tmp_path: Path) -> None:

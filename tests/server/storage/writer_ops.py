@@ -68,3 +68,9 @@ def raise_two_argument(conn: sqlite3.Connection) -> None:
 def unpicklable_result(conn: sqlite3.Connection) -> object:
     """Return a value pickle refuses."""
     return lambda: None
+
+
+def echo(conn: sqlite3.Connection, /, *values: object, **named: object) -> tuple[object, ...]:
+    """Send back what crossed to the writer (and its types, as the writer saw them)."""
+    del conn
+    return (values, named, [type(v).__name__ for v in values])

@@ -444,6 +444,11 @@ _ACK = (
     " source_account, source_device, message_id, client_timestamp"
 )
 """Delete acknowledged envelopes, the seqs given as one JSON array (any count, one statement)."""
+_ACK_ONE = (
+    "DELETE FROM envelopes WHERE account_id = ? AND device_id = ? AND seq = ? RETURNING seq,"
+    " dedupe_key, expires_at, type, source_account, source_device, message_id, client_timestamp"
+)
+"""Delete one acknowledged envelope (the usual acknowledgement: no JSON to parse)."""
 _RECORD_DELIVERED = (
     "INSERT INTO delivered (account_id, device_id, dedupe_key, expires_at)"
     " VALUES (?, ?, ?, ?) ON CONFLICT (account_id, device_id, dedupe_key)"
@@ -474,6 +479,19 @@ _INSERT_NEXT = (
 """Enqueue one envelope after the device's last seq unless its dedupe key is queued or was
 delivered (unexpired record); the ``envelopes_advance_last_seq`` trigger (schema 6) moves the
 device's ``last_seq`` in the same statement. No row inserted: see :data:`_PROBE` for why."""
+_INSERT_RECEIPT = (
+    "INSERT INTO envelopes (account_id, device_id, seq, dedupe_key, type, source_account,"
+    " source_device, source_address, message_id, client_timestamp, server_timestamp,"
+    " expires_at, body)"
+    " SELECT d.account_id, d.device_id, d.last_seq + 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12"
+    " FROM devices d WHERE d.account_id = ?1 AND d.device_id = ?2"
+    " AND NOT EXISTS (SELECT 1 FROM envelopes e WHERE e.account_id = ?1"
+    " AND e.device_id = ?2 AND e.dedupe_key = ?3) RETURNING seq"
+)
+"""Enqueue one delivery receipt unless it is queued: :data:`_INSERT_NEXT` without the
+delivered probe (a receipt's dedupe key is longer than any message id and receipts get no
+delivered record, so the probe never finds one). No row inserted: the device is gone or the
+receipt is queued (the same id delivered again after its delivered record lapsed)."""
 _INSERT_NEXT_UNCAPPED = f"{_INSERT_NEXT} RETURNING seq"
 _INSERT_NEXT_CAPPED = (
     f"{_INSERT_NEXT} AND (SELECT COUNT(*) FROM envelopes e"  # noqa: S608 - constants only
@@ -498,6 +516,7 @@ def _enqueue(
     expires_at: int,
     cap: int | None,
     strict: bool = True,
+    receipts: bool = False,
 ) -> Enqueued:
     """Enqueue inside the caller's transaction (see ``MailboxStore.enqueue``); ``strict``
     False skips envelopes to devices that do not exist instead of refusing them all.
@@ -507,7 +526,10 @@ def _enqueue(
     :class:`MailboxFull` or :class:`UnknownDevice` envelopes may have been inserted: raising
     rolls the operation back.
     """
-    insert = _INSERT_NEXT_UNCAPPED if cap is None else _INSERT_NEXT_CAPPED
+    if receipts:
+        insert = _INSERT_RECEIPT
+    else:
+        insert = _INSERT_NEXT_UNCAPPED if cap is None else _INSERT_NEXT_CAPPED
     queued: dict[DeviceRef, list[StoredEnvelope]] = {}
     full: list[DeviceRef] = []
     accounts: dict[AccountId, str] = {}
@@ -550,6 +572,8 @@ def _enqueue(
             else:
                 found.append(stored)
             continue
+        if receipts:
+            continue  # the device is gone or the receipt queued: nothing to say
         why = conn.execute(_PROBE, (env.dedupe_key, now, account, env.device_id)).fetchone()
         if why is None:
             if strict:
@@ -588,8 +612,11 @@ def _acknowledge(
     receipt_source_address: str | None,
 ) -> Enqueued:
     where = (str(account_id), device_id)
-    # one statement text whatever the count (prepared once): the seqs as a JSON array
-    rows = conn.execute(_ACK, (*where, _json_ints(seqs))).fetchall()
+    if len(seqs) == 1:
+        rows = conn.execute(_ACK_ONE, (*where, int(seqs[0]))).fetchall()
+    else:
+        # one statement text whatever the count (prepared once): the seqs as a JSON array
+        rows = conn.execute(_ACK, (*where, _json_ints(seqs))).fetchall()
     if not rows:
         return Enqueued()
     rows.sort(key=_first_int)
@@ -615,21 +642,77 @@ def _acknowledge(
         if src is not None and src_dev is not None and int(type_) != RECEIPT_TYPE
     ]
     # a gone sender device gets no receipt
-    return _enqueue(conn, receipts, now=now, expires_at=expires_at, cap=None, strict=False)
+    return _enqueue(
+        conn, receipts, now=now, expires_at=expires_at, cap=None, strict=False, receipts=True
+    )
+
+
+_EXPIRE_ENVELOPES = "DELETE FROM envelopes WHERE expires_at <= ? RETURNING account_id, device_id"
+_COUNT_EXPIRED = (
+    "UPDATE devices SET expired_count = expired_count + ? WHERE account_id = ? AND device_id = ?"
+)
+
+
+_DELIVERED_SLICES = 1440
+"""Delivered records are swept by account id range in this many slices, a full pass per day."""
+_SLICE_MS = 86_400_000 // _DELIVERED_SLICES
+_SWEEP_RANGE = "DELETE FROM delivered WHERE account_id >= ? AND account_id < ? AND expires_at <= ?"
+_SWEEP_TAIL = "DELETE FROM delivered WHERE account_id >= ? AND expires_at <= ?"
+
+
+def _slice_start(index: int) -> str:
+    """The lowest account id of slice ``index`` (account ids are UUIDs in hex: slices split
+    their first 32 bits evenly; slice 0 starts below every string)."""
+    return "" if index == 0 else f"{index * 2**32 // _DELIVERED_SLICES:08x}"
+
+
+def _sweep_delivered_slices(conn: sqlite3.Connection, first: int, end: int, now: int) -> None:
+    """Delete the expired delivered records of slices ``first`` to ``end`` - 1."""
+    if end == _DELIVERED_SLICES:
+        conn.execute(_SWEEP_TAIL, (_slice_start(first), now))
+    else:
+        conn.execute(_SWEEP_RANGE, (_slice_start(first), _slice_start(end), now))
+
+
+def _sweep_delivered(conn: sqlite3.Connection, now: int) -> None:
+    """Delete expired delivered records: the slices due since the last sweep (one per
+    :data:`_SLICE_MS`, in turn), or the whole table on the first sweep and once a day's
+    worth is due."""
+    next_slice, swept_until = conn.execute(
+        "SELECT next_slice, swept_until FROM delivered_sweep"
+    ).fetchone()
+    due = (now - swept_until) // _SLICE_MS
+    if due <= 0 and swept_until != 0:
+        return
+    if due >= _DELIVERED_SLICES or swept_until == 0:  # a day due, or never swept
+        conn.execute("DELETE FROM delivered WHERE expires_at <= ?", (now,))
+        conn.execute("UPDATE delivered_sweep SET swept_until = ?", (now,))
+        return
+    end = next_slice + due
+    _sweep_delivered_slices(conn, next_slice, min(end, _DELIVERED_SLICES), now)
+    if end > _DELIVERED_SLICES:
+        end -= _DELIVERED_SLICES
+        _sweep_delivered_slices(conn, 0, end, now)
+    conn.execute(
+        "UPDATE delivered_sweep SET next_slice = ?, swept_until = ?",
+        (end % _DELIVERED_SLICES, swept_until + due * _SLICE_MS),
+    )
 
 
 def _expire(conn: sqlite3.Connection, now: int) -> int:
-    conn.execute(
-        "UPDATE devices SET expired_count = expired_count + (SELECT COUNT(*)"
-        " FROM envelopes e WHERE e.account_id = devices.account_id"
-        " AND e.device_id = devices.device_id AND e.expires_at <= ?)"
-        " WHERE EXISTS (SELECT 1 FROM envelopes e WHERE e.account_id = devices.account_id"
-        " AND e.device_id = devices.device_id AND e.expires_at <= ?)",
-        (now, now),
-    )
-    deleted = conn.execute("DELETE FROM envelopes WHERE expires_at <= ?", (now,)).rowcount
-    conn.execute("DELETE FROM delivered WHERE expires_at <= ?", (now,))
-    return int(deleted)
+    """Delete expired envelopes and delivered records; count each device's expired envelopes.
+
+    Schema 7 has no expiry indexes. Envelopes: one scan of the queued ones (each is read
+    once, as the per-device count already did), then one update per device that lost
+    envelopes. Delivered records: the slices due (see :func:`_sweep_delivered`), each a range
+    of the primary key; a lapsed record is ignored by every read until it is deleted.
+    """
+    expired: dict[tuple[str, int], int] = {}
+    for device in conn.execute(_EXPIRE_ENVELOPES, (now,)):
+        expired[device] = expired.get(device, 0) + 1
+    conn.executemany(_COUNT_EXPIRED, [(n, a, d) for (a, d), n in expired.items()])
+    _sweep_delivered(conn, now)
+    return sum(expired.values())
 
 
 def _take_expired_count(
@@ -662,12 +745,16 @@ class _Mailboxes:
         cap: int,
         count: SendCount | None = None,
     ) -> Enqueued:
+        cache = self._cache
+        token = (
+            None if cache is None or count is None else cache.token(count.sender, count.recipient)
+        )
         queued, changed = await write_quiet(
             self._db, _enqueue_counted, envelopes, now, expires_at, cap, count
         )
-        if changed and count is not None and self._cache is not None:
-            # a conversation was created or accepted: the pair's policy views changed
-            self._cache.forget_pair(count.sender, count.recipient)
+        if changed and count is not None and cache is not None and token is not None:
+            # a conversation was created or accepted: the pair's policy views follow
+            cache.sent(count, token)
         return queued
 
     async def fetch(

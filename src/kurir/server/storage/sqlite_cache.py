@@ -13,8 +13,15 @@ owns the database file, so every change to those rows goes through this process'
   returned (a block stops the next send).
 - The message path writes through :meth:`WatchedDatabase.write_quiet` (mailboxes, keys,
   groups: they change no cached row), except the conversation counts written with an
-  enqueue: they may create or accept a conversation, so the enqueue forgets the views of that
-  pair (:meth:`ReadCache.forget_pair`), and a view read while the enqueue ran is not kept.
+  enqueue: they may create or accept a conversation. What such an enqueue does to the
+  conversation states is known without reading them (``record_send_in``: the sender's side
+  becomes accepted, the recipient's side is created in the send's state if it did not
+  exist), so the enqueue updates the cached views of that pair in place
+  (:meth:`ReadCache.sent`) instead of forgetting them: the next send between them needs no
+  read. It does so only if nothing else that could touch the pair returned while it ran (a
+  write, another enqueue of the pair; the token taken before it tells); otherwise it forgets
+  the pair's views (:meth:`ReadCache.forget_pair`). Either way a view read while the enqueue
+  ran is not kept.
 
 It knows nothing of SQL: the engine's stores fill it. PostgreSQL deployments share the
 database between nodes and do not use it.
@@ -22,13 +29,14 @@ database between nodes and do not use it.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
-from kurir.server.storage.metadata_records import PolicyView
+from kurir.server.storage.metadata_records import ConversationState, PolicyView
 from kurir.server.storage.metadata_sqlite import SqliteMetadataStore
-from kurir.server.storage.records import DeviceRecord
+from kurir.server.storage.records import DeviceRecord, SendCount
 from kurir.server.storage.sqlite_db import Database
 from kurir.server.types import AccountId
 
@@ -88,7 +96,9 @@ def write_quiet(
     return db.write(fn, *args, **kwargs)
 
 
-_Token = tuple[int, int]
+_Token = tuple[int, int, int]
+"""What a read or an enqueue started under: (generation, epoch of the cache, pair version)."""
+_ACCEPTED: Final = ConversationState.ACCEPTED
 
 
 class ReadCache:
@@ -101,8 +111,10 @@ class ReadCache:
     def __init__(self, db: WatchedDatabase) -> None:
         self._db = db
         self._generation = db.generation
+        self._epoch = 0  # moves whenever the cache starts over (pair versions restart at 0)
         self._devices: dict[AccountId, tuple[DeviceRecord, ...]] = {}
         self._views: dict[tuple[AccountId, AccountId], tuple[tuple[str, ...], PolicyView]] = {}
+        # moved for both directions at once whenever an enqueue changed the pair's conversation
         self._pair_versions: dict[tuple[AccountId, AccountId], int] = {}
 
     def _fresh(self) -> None:
@@ -110,9 +122,17 @@ class ReadCache:
             len(self._devices) + len(self._views) + len(self._pair_versions) > _MAX_ENTRIES
         ):
             self._generation = self._db.generation
+            self._epoch += 1
             self._devices.clear()
             self._views.clear()
             self._pair_versions.clear()
+
+    def _current(self, token: _Token, pair: tuple[AccountId, AccountId]) -> bool:
+        return (
+            token[0] == self._generation
+            and token[1] == self._epoch
+            and token[2] == self._pair_versions.get(pair, 0)
+        )
 
     def devices(self, account_id: AccountId) -> list[DeviceRecord] | None:
         """The cached device list, or ``None`` (read it, then :meth:`put_devices`)."""
@@ -122,17 +142,18 @@ class ReadCache:
 
     def token(self, owner: AccountId | None = None, peer: AccountId | None = None) -> _Token:
         """Take before a read; :meth:`put_devices` / :meth:`put_view` keep the value only if
-        nothing that could change it happened since."""
+        nothing that could change it happened since. Take before an enqueue that counts a
+        send from ``owner`` to ``peer`` too, for :meth:`sent`."""
         self._fresh()
         version = 0 if owner is None or peer is None else self._pair_versions.get((owner, peer), 0)
-        return (self._db.generation, version)
+        return (self._generation, self._epoch, version)
 
     def put_devices(
         self, account_id: AccountId, devices: Sequence[DeviceRecord], token: _Token
     ) -> None:
         """Keep a device list read under ``token``."""
         self._fresh()
-        if token[0] == self._generation:
+        if token[0] == self._generation and token[1] == self._epoch:
             self._devices[account_id] = tuple(devices)
 
     def view(self, owner: AccountId, peer: AccountId, keys: Sequence[str]) -> PolicyView | None:
@@ -154,16 +175,56 @@ class ReadCache:
     ) -> None:
         """Keep a policy view read under ``token``."""
         self._fresh()
-        if token[0] == self._generation and token[1] == self._pair_versions.get((owner, peer), 0):
+        if self._current(token, (owner, peer)):
             self._views[(owner, peer)] = (tuple(keys), view)
+
+    def sent(self, count: SendCount, token: _Token) -> None:
+        """An enqueue that wrote ``count`` changed a conversation state of its pair (it
+        created a side, or accepted the sender's); ``token`` was taken with
+        :meth:`token` (sender, recipient) before the enqueue was submitted.
+
+        The enqueue left the sender's side accepted and the recipient's side as it was, or
+        in ``count.recipient_state`` if it had none (``record_send_in``: this mirrors it);
+        the cached views of the pair follow. A cached view of the recipient's side without a
+        state may have been read before the enqueue ran, or after: either way that side is
+        now in that state, since nothing else that creates it returned meanwhile (the writer
+        answers in commit order and the loop resumes the callers in that order, so whatever
+        committed before this enqueue has returned before it). If a write or another enqueue
+        of the pair returned meanwhile, the order of their effects is not known here: the
+        pair's views are forgotten instead. Views read while the enqueue ran are not kept
+        either way.
+        """
+        self._fresh()
+        forward = (count.sender, count.recipient)
+        if not self._current(token, forward):
+            self.forget_pair(count.sender, count.recipient)
+            return
+        backward = (count.recipient, count.sender)
+        views = self._views
+        found = views.get(forward)
+        if found is not None and found[1].state is not _ACCEPTED:
+            views[forward] = (found[0], dataclasses.replace(found[1], state=_ACCEPTED))
+        found = views.get(backward)
+        if found is not None and found[1].state is None:
+            views[backward] = (
+                found[0],
+                dataclasses.replace(found[1], state=count.recipient_state),
+            )
+        self._bump(forward, backward)
 
     def forget_pair(self, a: AccountId, b: AccountId) -> None:
         """The conversation between ``a`` and ``b`` changed (both sides): drop their views and
         refuse views of the pair read before now."""
         self._fresh()
-        for pair in ((a, b), (b, a)):
-            self._views.pop(pair, None)
-            self._pair_versions[pair] = self._pair_versions.get(pair, 0) + 1
+        self._views.pop((a, b), None)
+        self._views.pop((b, a), None)
+        self._bump((a, b), (b, a))
+
+    def _bump(self, pair: tuple[AccountId, AccountId], other: tuple[AccountId, AccountId]) -> None:
+        versions = self._pair_versions
+        version = max(versions.get(pair, 0), versions.get(other, 0)) + 1  # never back
+        versions[pair] = version
+        versions[other] = version
 
 
 class CachedMetadataStore(SqliteMetadataStore):

@@ -431,7 +431,7 @@ class Database:
                 " importable module"
             )
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._writer.submit(Call(fn, args, kwargs), future)
+        self._writer.submit((fn, args, kwargs), future)
         return await future
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -15,9 +15,13 @@ commit of this process).
 
 The channel is one ``AF_UNIX`` stream socket. Every message in either direction is a
 :func:`frame`: a 4-byte big-endian length, then two pickles back to back: the operation ids,
-then the calls (server to writer: ``(fn, args, kwargs)``, ``fn`` a module-level function) or
-the outcomes (writer to server: ``(result, error)``). The ids come first so that a payload
-that fails to unpickle still lets the other side answer or fail exactly those operations.
+then the calls (server to writer: plain ``(fn, args, kwargs)`` tuples, ``fn`` a module-level
+function) or the outcomes (writer to server: ``(result, error)``). The ids come first so that a
+payload that fails to unpickle still lets the other side answer or fail exactly those
+operations. Both sides pickle every message, so its encoding is kept cheap on both: kurir's
+records go as their class and field values, UUIDs as their integer and enum members by name
+(:class:`_Reducers`), each found by one lookup in C per object that is not a plain container
+or scalar, none at all for those.
 Pickle is safe here: both ends are processes of the same server, started by it, over a
 socketpair nobody else holds. The first message to the writer carries the database path and
 the server's ``sys.path`` (so operations defined outside the package, as tests' are, load).
@@ -42,7 +46,9 @@ It knows nothing of accounts or mailboxes, and nothing of asyncio.
 
 from __future__ import annotations
 
+import copyreg
 import dataclasses
+import enum
 import io
 import logging
 import operator
@@ -52,14 +58,15 @@ import socket
 import sqlite3
 import struct
 import sys
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from kurir.server.storage.errors import StorageError
 
 __all__ = [
+    "CHECKPOINT_PAGES",
     "MAX_BATCH",
     "Call",
     "Outcome",
@@ -76,45 +83,64 @@ __all__ = [
 _log = logging.getLogger(__name__)
 MAX_BATCH: Final = 256
 """Operations per transaction at most (the rest wait for the next one)."""
+CHECKPOINT_PAGES: Final = 10_000
+"""WAL pages (4 KiB each) after which a commit checkpoints (SQLite's default is 1,000). Pages
+written again between two checkpoints are copied once, and the same few pages (the devices',
+the tails of the indexes) change in almost every batch: checkpointing a tenth as often copies
+far fewer pages per message. The WAL file grows to about 40 MiB before it is reused."""
 _HEADER: Final = struct.Struct("!I")
 _CHUNK: Final = 1 << 20
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """A connection of the engine: autocommit, WAL, ``synchronous=FULL``, foreign keys."""
+    """A connection of the engine: autocommit, WAL (checkpointed every
+    :data:`CHECKPOINT_PAGES`), ``synchronous=FULL``, foreign keys."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
     return conn
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One write operation as it crosses to the writer: ``fn(conn, *args, **kwargs)``.
+Call = tuple[Callable[..., object], tuple[object, ...], dict[str, Any]]
+"""One write operation as it crosses to the writer: ``(fn, args, kwargs)``, run as
+``fn(conn, *args, **kwargs)``.
 
-    ``fn`` must be a module-level function (pickled by name) and its arguments picklable.
-    The precise signature is checked where the call is made (:meth:`Database.write`); here,
-    past that seam, it is only carried.
-    """
-
-    fn: Callable[..., object]
-    args: tuple[object, ...]
-    kwargs: dict[str, Any]
+``fn`` must be a module-level function (pickled by name) and its arguments picklable. The
+precise signature is checked where the call is made (:meth:`Database.write`); here, past that
+seam, it is only carried. A plain tuple: nothing to construct on either side.
+"""
 
 
 Outcome = tuple[object, BaseException | None]
 """An operation's result, or the exception it raised (then the result is ``None``)."""
 
 
-_Getter = Callable[[Any], Any]
-_GETTERS: dict[type, _Getter | None] = {}
+_Reduce = Callable[[Any], Any]
+_SAFE_UNKNOWN: Final = uuid.SafeUUID.unknown
+_set = object.__setattr__
 
 
-def _getter(cls: type) -> _Getter | None:
-    """For one of kurir's dataclasses whose fields are all ``__init__`` arguments: a getter of
-    those fields as a tuple, in order; else ``None``."""
+def _uuid(value: int) -> uuid.UUID:
+    """A :class:`uuid.UUID` back from its integer (what ``UUID.__setstate__`` does, without
+    the state dictionary)."""
+    made = object.__new__(uuid.UUID)
+    _set(made, "int", value)
+    _set(made, "is_safe", _SAFE_UNKNOWN)
+    return made
+
+
+def _reduce_uuid(value: uuid.UUID) -> Any:
+    if value.is_safe is not _SAFE_UNKNOWN:
+        return value.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+    return (_uuid, (value.int,))
+
+
+def _record_reducer(cls: type) -> _Reduce | None:
+    """For one of kurir's dataclasses whose fields are all positional ``__init__`` arguments:
+    ``obj -> (cls, field values)``, the values in order; else ``None``."""
     if not (dataclasses.is_dataclass(cls) and cls.__module__.startswith("kurir.")):
         return None
     fields = dataclasses.fields(cls)
@@ -123,24 +149,60 @@ def _getter(cls: type) -> _Getter | None:
     names = [f.name for f in fields]
     if len(names) == 1:
         name = names[0]
-        return lambda obj: (getattr(obj, name),)
-    return operator.attrgetter(*names)
+        return lambda obj: (cls, (getattr(obj, name),))
+    values = operator.attrgetter(*names)
+    return lambda obj: (cls, values(obj))
+
+
+def _enum_reducer(cls: type) -> _Reduce | None:
+    """For an enum importable by its qualified name: its members by name (a global, looked up
+    in C when loaded, instead of a call of the enum with the value); else ``None``."""
+    if not issubclass(cls, enum.Enum) or issubclass(cls, enum.Flag) or "<" in cls.__qualname__:
+        return None  # a combination of flags has no name of its own
+    prefix = cls.__qualname__ + "."
+    return lambda member: prefix + member.name
+
+
+def _by_name(cls: type) -> str:
+    """A class is pickled by its qualified name (as pickle does for one not in the table)."""
+    return cls.__qualname__
+
+
+_DEFAULT: Final[_Reduce] = operator.methodcaller("__reduce_ex__", pickle.HIGHEST_PROTOCOL)
+"""What pickle does for a type without a reducer (in C: no Python frame per object)."""
+
+
+class _Reducers(dict[type, _Reduce]):
+    """The picklers' dispatch table: a reducer per type, chosen on the type's first object.
+
+    Pickle consults it (in C) for objects that are not of a type it writes itself (``None``,
+    numbers, strings, bytes, tuples, lists, dicts, functions...): kurir's records go as
+    ``(class, field values)`` (the standard form of a slotted dataclass goes through
+    ``dataclasses.fields`` in Python on both sides, several times slower per record, and a
+    mailbox batch carries hundreds), UUIDs as their integer, enum members by name; classes and
+    any other type as pickle would (by name; ``copyreg``'s entries, else ``__reduce_ex__``).
+    """
+
+    def __missing__(self, cls: type) -> _Reduce:
+        found = copyreg.dispatch_table.get(cls)
+        if found is None:
+            if cls is uuid.UUID:
+                found = _reduce_uuid
+            elif issubclass(cls, type):  # a class of a metaclass (an enum, a protocol)
+                found = _by_name
+            else:
+                found = _record_reducer(cls) or _enum_reducer(cls) or _DEFAULT
+        self[cls] = found
+        return found
+
+
+_REDUCERS: Final = _Reducers()
 
 
 class _Pickler(pickle.Pickler):
-    """A pickler that sends kurir's records as ``(class, field values)``: the standard form of
-    a slotted dataclass goes through ``dataclasses.fields`` in Python on both sides, several
-    times slower per record (a mailbox batch carries hundreds)."""
+    """A pickler with :data:`_REDUCERS` as its dispatch table."""
 
-    def reducer_override(self, obj: Any) -> Any:
-        cls = type(obj)
-        try:
-            getter = _GETTERS[cls]
-        except KeyError:
-            getter = _GETTERS[cls] = _getter(cls)
-        if getter is None:
-            return NotImplemented
-        return (cls, getter(obj))
+    dispatch_table = _REDUCERS
 
 
 def _dumps(value: object) -> bytes:
@@ -243,7 +305,8 @@ def run_batch(conn: sqlite3.Connection, batch: list[Call]) -> list[Outcome]:
         conn.execute("BEGIN IMMEDIATE")
         for index, call in enumerate(batch):
             try:
-                result = call.fn(conn, *call.args, **call.kwargs)
+                fn, args, kwargs = call
+                result = fn(conn, *args, **kwargs)
             except Exception as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -274,7 +337,8 @@ def _run_isolated(
                 continue
             conn.execute("SAVEPOINT op")
             try:
-                result = call.fn(conn, *call.args, **call.kwargs)
+                fn, args, kwargs = call
+                result = fn(conn, *args, **kwargs)
             except Exception as exc:
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
