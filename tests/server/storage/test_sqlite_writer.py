@@ -180,6 +180,20 @@ async def test_records_cross_to_the_writer_and_back(tmp_path: Path) -> None:
         await db.close()
 
 
+async def test_messages_longer_than_one_read_cross_whole(tmp_path: Path) -> None:
+    # a call and its outcome of about 1 MiB each, beside small ones in the same batch: each
+    # side reads them in several chunks
+    big = bytes(range(256)) * 4096
+    db = Database.open(tmp_path / "k.db")
+    try:
+        results = await asyncio.gather(
+            db.write(echo, b"small"), db.write(echo, big), db.write(echo, 7)
+        )
+        assert [r[0] for r in results] == [(b"small",), (big,), (7,)]
+    finally:
+        await db.close()
+
+
 async def test_an_operations_exception_crosses_with_its_attributes(tmp_path: Path) -> None:
     db = Database.open(tmp_path / "k.db")
     try:

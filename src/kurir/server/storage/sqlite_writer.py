@@ -89,7 +89,9 @@ written again between two checkpoints are copied once, and the same few pages (t
 the tails of the indexes) change in almost every batch: checkpointing a tenth as often copies
 far fewer pages per message. The WAL file grows to about 40 MiB before it is reused."""
 _HEADER: Final = struct.Struct("!I")
-_CHUNK: Final = 1 << 20
+_CHUNK: Final = 1 << 16
+"""Bytes asked of one ``recv``: Python allocates that much per call, found or not (a MiB cost
+about 10 us a call here, 64 KiB about 1); a longer message takes several."""
 
 
 def connect(path: Path) -> sqlite3.Connection:
