@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
+from kurir.bench.procs import family
 from kurir.cli.main import SUBCOMMANDS, build_parser, main
 from kurir.server.app import DB_FILE
 from kurir.server.config import load_apps
@@ -49,9 +51,53 @@ async def test_accepted_message_survives_sigkill(tmp_path: Path) -> None:
         assert [e.body for e in envelopes] == [b"survives"]
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+async def test_pin_cpus_runs_the_loop_and_the_writer_on_two_cpus(tmp_path: Path) -> None:
+    first, second = sorted(os.sched_getaffinity(0))[:2]
+    async with spawn_server(tmp_path, extra_args=("--pin-cpus",)) as proc:
+        keys = _DefaultKeys()
+        async with httpx.AsyncClient(base_url=proc.base_url) as http:
+            alice = await register(http, keys, "messenger:1000424", registration_id=3)
+            bob = await register(http, keys, "instagram:@pinned", registration_id=4)
+        async with connect(proc.ws_url, additional_headers=alice.auth) as a:
+            await drain(a)
+            await send_frame(a, send(1, bob, b"p" * 16, message(1, 4, b"pinned")))
+            assert await recv_frame(a) == Result(1, True)
+        server = proc.process.pid
+        (writer,) = family([server])[1:]
+        threads = os.listdir(f"/proc/{server}/task")
+        assert {t: os.sched_getaffinity(int(t)) for t in threads} == {t: {first} for t in threads}
+        assert os.sched_getaffinity(writer) == {second}
+
+
+def test_pin_cpus_refuses_a_single_cpu(tmp_path: Path) -> None:
+    only = min(os.sched_getaffinity(0))
+    result = subprocess.run(
+        [*_SERVE, "--pin-cpus", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=lambda: os.sched_setaffinity(0, {only}),
+    )
+    assert result.returncode == 2
+    assert "--pin-cpus needs two CPUs; this process may use 1" in result.stderr
+    assert not (tmp_path / DB_FILE).exists()  # refused before anything was opened
+
+
+def test_pin_cpus_refuses_postgresql(tmp_path: Path) -> None:
+    result = _serve("--pin-cpus", "--database", "postgresql://localhost/none")
+    assert result.returncode == 2
+    assert "--pin-cpus is for the SQLite engine" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+_SERVE = (sys.executable, "-m", "kurir.cli.main", "serve", "--port", "0")
+
+
 def _serve(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "kurir.cli.main", "serve", "--port", "0", *args],
+        [*_SERVE, *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -166,6 +166,7 @@ class LoadOptions:
             creates a fresh database on it, uses it, and drops it; ``None``: SQLite.
         redis: ``redis://...`` shared by the nodes (required when ``nodes`` > 1).
         nodes: ``kurir serve`` processes sharing ``database`` and ``redis``.
+        pin_cpus: Start the server with ``--pin-cpus`` (SQLite only).
     """
 
     devices: int = 100
@@ -180,12 +181,15 @@ class LoadOptions:
     database: str | None = None
     redis: str | None = None
     nodes: int = 1
+    pin_cpus: bool = False
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
             raise ValueError("nodes must be >= 1")
         if self.nodes > 1 and (self.database is None or self.redis is None):
             raise ValueError("several nodes need a database and redis")
+        if self.pin_cpus and self.database is not None:
+            raise ValueError("--pin-cpus is for the SQLite engine")
 
 
 def percentiles(latencies_ns: Sequence[int]) -> LatencySummary | None:
@@ -479,7 +483,7 @@ def run_load(
         workers: WorkerPool | None = None
         try:
             for n in range(options.nodes):
-                extra: tuple[str, ...] = ()
+                extra: tuple[str, ...] = ("--pin-cpus",) if options.pin_cpus else ()
                 if db is not None:
                     extra += ("--database", db)
                 if options.redis is not None:

@@ -68,6 +68,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         help="kurir serve processes sharing --database and --redis; devices connect "
         "round-robin (1; more needs both)",
     )
+    parser.add_argument(
+        "--pin-cpus",
+        action="store_true",
+        help="start the server with --pin-cpus (its event loop and SQLite writer on two CPUs)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write results as JSON")
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot")
     parser.add_argument("--no-plot", action="store_true", help="never plot")
@@ -172,6 +177,9 @@ def run(args: argparse.Namespace) -> int:
     if (args.database or args.redis or args.nodes > 1) and (args.idle or args.sdk):
         print("kurir bench: --database/--redis/--nodes apply to the load run only", file=sys.stderr)
         return 2
+    if args.pin_cpus and (args.database or args.idle or args.sdk):
+        print("kurir bench: --pin-cpus applies to the load run on SQLite only", file=sys.stderr)
+        return 2
     if args.plot is not None and not args.no_plot and not have_plotting():
         print(f"kurir bench: {INSTALL_HINT}", file=sys.stderr)
         return 2
@@ -226,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
                 database=args.database,
                 redis=args.redis,
                 nodes=args.nodes,
+                pin_cpus=args.pin_cpus,
             )
             profiler = None if args.profile is None else ServerProfiler(args.profile)
             results = run_load(

@@ -59,11 +59,33 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         "--node-id", default=None, help="this node's id among nodes sharing Redis (default: random)"
     )
     parser.add_argument(
+        "--pin-cpus",
+        action="store_true",
+        help="on a machine dedicated to kurir: run the event loop on one CPU and the SQLite"
+        " writer process on another, so that the two busiest threads never share a core",
+    )
+    parser.add_argument(
         "--default-reachability",
         choices=("everyone", "contacts", "nobody"),
         default=os.environ.get("KURIR_DEFAULT_REACHABILITY") or "contacts",
         help="who from other apps may reach an account that never chose (default: contacts)",
     )
+
+
+def _pin_cpus() -> frozenset[int]:
+    """Keep this thread (the event loop's, and every thread it starts) on the first CPU this
+    process may use; return the second, for the SQLite writer process.
+
+    Raises:
+        ConfigError: Fewer than two CPUs are available to this process.
+    """
+    from kurir.server.config import ConfigError
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise ConfigError(f"--pin-cpus needs two CPUs; this process may use {len(cpus)}")
+    os.sched_setaffinity(0, {cpus[0]})  # 0: the calling thread, on Linux
+    return frozenset({cpus[1]})
 
 
 def _setup_logging() -> None:
@@ -127,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
 
     _setup_logging()
     try:
+        if args.pin_cpus and args.database is not None:
+            raise ConfigError("--pin-cpus is for the SQLite engine, not with --database")
         apps = load_apps(args.apps)
         config = ServerConfig(
             apps=apps,
@@ -138,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
             node_id=args.node_id,
             metrics_token=os.environ.get("KURIR_METRICS_TOKEN") or None,
             default_reachability=args.default_reachability,
+            writer_cpus=_pin_cpus() if args.pin_cpus else None,
         )
         if args.database is None:
             check_schema(args.data_dir / DB_FILE)

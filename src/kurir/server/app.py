@@ -74,7 +74,9 @@ async def _open_engine(config: ServerConfig) -> StorageEngine:
     if config.data_dir is None:
         _log.info("storage: in memory (nothing survives a restart)")
         return MemoryEngine()
-    engine = await asyncio.to_thread(SqliteEngine.open, config.data_dir / DB_FILE)
+    engine = await asyncio.to_thread(
+        SqliteEngine.open, config.data_dir / DB_FILE, writer_cpus=config.writer_cpus
+    )
     _log.info("storage: sqlite")
     return engine
 

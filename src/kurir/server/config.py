@@ -177,6 +177,8 @@ class ServerConfig:
         vapid_private_key: PEM (or a PEM file's path) of the VAPID key: enables the Web Push
             provider (with ``vapid_subject``); ``None`` uses the development log provider.
         vapid_subject: The VAPID ``sub`` claim (``mailto:`` or ``https:`` URL of the operator).
+        writer_cpus: The CPUs the SQLite writer process may run on (``kurir serve --pin-cpus``
+            puts it on one CPU and the event loop on another); ``None``: any.
     """
 
     apps: AppCatalogue
@@ -197,6 +199,7 @@ class ServerConfig:
     default_reachability: str = "contacts"
     vapid_private_key: str | None = field(default=None, repr=False)
     vapid_subject: str | None = None
+    writer_cpus: frozenset[int] | None = None
 
     def __post_init__(self) -> None:
         if self.database is not None and not self.database.startswith(
@@ -205,6 +208,10 @@ class ServerConfig:
             raise ConfigError("database must be a postgresql:// URL")
         if self.redis is not None and not self.redis.startswith(("redis://", "rediss://")):
             raise ConfigError("redis must be a redis:// or rediss:// URL")
+        if self.writer_cpus is not None and (
+            self.database is not None or self.data_dir is None or not self.writer_cpus
+        ):
+            raise ConfigError("writer_cpus needs the SQLite engine and at least one CPU")
         if self.mailbox_cap < 1:
             raise ConfigError("mailbox_cap must be at least 1")
         if self.default_reachability not in ("everyone", "contacts", "nobody"):

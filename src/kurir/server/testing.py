@@ -15,7 +15,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -208,8 +208,11 @@ class ServerProcess:
 
 
 @contextlib.asynccontextmanager
-async def spawn_server(data_dir: Path, *, port: int = 0) -> AsyncIterator[ServerProcess]:
-    """Run ``python -m kurir.cli.main serve --data-dir DATA_DIR --port PORT`` as a child.
+async def spawn_server(
+    data_dir: Path, *, port: int = 0, extra_args: Sequence[str] = ()
+) -> AsyncIterator[ServerProcess]:
+    """Run ``python -m kurir.cli.main serve --data-dir DATA_DIR --port PORT`` as a child
+    (``extra_args`` appended).
 
     Waits for its "kurir listening on" line; on exit, terminates it (if still running).
 
@@ -230,6 +233,7 @@ async def spawn_server(data_dir: Path, *, port: int = 0) -> AsyncIterator[Server
         str(port),
         "--default-reachability",
         "everyone",
+        *extra_args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env=env,

@@ -828,13 +828,14 @@ class SqliteEngine:
         )
 
     @classmethod
-    def open(cls, path: Path) -> SqliteEngine:
-        """Open (create, migrate) the database at ``path``. Blocking.
+    def open(cls, path: Path, *, writer_cpus: frozenset[int] | None = None) -> SqliteEngine:
+        """Open (create, migrate) the database at ``path``, its writer process on
+        ``writer_cpus`` if given. Blocking.
 
         Raises:
             SchemaTooNew: The file was written by a newer kurir.
         """
-        return cls(WatchedDatabase.open(path))
+        return cls(WatchedDatabase.open(path, writer_cpus=writer_cpus))
 
     @property
     def storage(self) -> Storage:

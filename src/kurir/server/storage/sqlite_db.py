@@ -186,7 +186,7 @@ class _WriterProcess:
     write fails with :class:`StorageError`.
     """
 
-    def __init__(self, path: Path, lock: int) -> None:
+    def __init__(self, path: Path, lock: int, cpus: frozenset[int] | None = None) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -199,6 +199,15 @@ class _WriterProcess:
             raise StorageError(f"cannot start the SQLite writer process: {exc}") from exc
         finally:
             theirs.close()
+        if cpus:
+            try:
+                os.sched_setaffinity(self._process.pid, cpus)
+            except OSError as exc:
+                self._process.kill()
+                self._process.wait()
+                ours.close()
+                where = sorted(cpus)
+                raise StorageError(f"cannot run the SQLite writer on CPUs {where}: {exc}") from exc
         self._sock = ours
         self._sock.sendall(frame([], [str(path), list(sys.path)]))
         self._lock = threading.Lock()  # guards every attribute below
@@ -359,6 +368,7 @@ class Database:
         reader: sqlite3.Connection,
         bulk_reader: sqlite3.Connection,
         lock: int,
+        writer_cpus: frozenset[int] | None = None,
     ) -> None:
         self.path = path
         self._reader_conn = reader
@@ -368,15 +378,16 @@ class Database:
         self._reader_busy = threading.Lock()
         self._overrun = False
         reader.set_progress_handler(self._interrupt, ON_LOOP_VM_STEPS)
-        self._writer = _WriterProcess(path, lock)
+        self._writer = _WriterProcess(path, lock, writer_cpus)
         self._bulk = concurrent.futures.ThreadPoolExecutor(1, "kurir-sqlite-bulk")
         self._closed = False
         self._lock: int | None = lock  # the owner lock's descriptor (the writer has a copy)
 
     @classmethod
-    def open(cls, path: Path) -> Database:
+    def open(cls, path: Path, *, writer_cpus: frozenset[int] | None = None) -> Database:
         """Open (creating if needed) and migrate the database at ``path``, then start its
-        writer process (migrations run here first, in this process).
+        writer process (migrations run here first, in this process), on ``writer_cpus`` if
+        given (``kurir serve --pin-cpus``).
 
         Raises:
             SchemaTooNew: The file was written by a newer kurir.
@@ -390,7 +401,7 @@ class Database:
             opened.append(connect(path))
             _migrate(opened[0], load_migrations())
             opened.append(connect(path))
-            return cls(path, opened[0], opened[1], lock)
+            return cls(path, opened[0], opened[1], lock, writer_cpus)
         except BaseException:
             for conn in opened:
                 conn.close()
