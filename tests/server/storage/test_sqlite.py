@@ -427,6 +427,62 @@ async def test_schema_7_drops_the_expiry_indexes_and_keeps_the_mailboxes(
     assert delivered == [(b"d" * 16,)]
 
 
+async def test_schema_8_moves_each_devices_seq_to_a_table_kept_by_triggers(
+    tmp_path: Path,
+) -> None:
+    """Migration 8 moves ``devices.last_seq`` to ``mailbox_seq``: the counter survives, goes
+    on after the mailbox empties, starts at 0 for a new device and leaves with its device."""
+    path = tmp_path / "k.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for version, sql in load_migrations()[:7]:
+        conn.executescript(f"{sql}\nINSERT INTO schema_version (version) VALUES ({version});")
+    conn.execute(
+        "INSERT INTO accounts (account_id, app, identifier, created_at, last_device_id)"
+        " VALUES (?, 'messenger', '5', 1, 1)",
+        (str(A_ID),),
+    )
+    conn.execute(
+        "INSERT INTO devices (account_id, device_id, registration_id, salt, password_hash,"
+        " created_at, last_seq) VALUES (?, 1, 1, x'00', x'00', 1, 41)",
+        (str(A_ID),),
+    )
+    conn.commit()
+    conn.close()
+    engine = SqliteEngine.open(path)
+    storage = engine.storage
+
+    def env(device: int, key: bytes) -> OutgoingEnvelope:
+        return OutgoingEnvelope(A_ID, DeviceId(device), key, 1, None, None, None, key, 1, b"x")
+
+    async def seqs(device: int, key: bytes) -> list[int]:
+        queued = await storage.mailboxes.enqueue(
+            [env(device, key)], now=2, expires_at=10**15, cap=10
+        )
+        return [e.seq for e in queued.envelopes[queued[0]]]
+
+    try:
+        assert await storage.mailboxes.last_seq(A_ID, DeviceId(1)) == 41
+        assert await seqs(1, b"a" * 16) == [42]
+        await storage.mailboxes.acknowledge(
+            A_ID, DeviceId(1), [42], now=3, expires_at=10**15, receipt_source_address=None
+        )
+        assert await seqs(1, b"b" * 16) == [43]  # the mailbox was empty: never reused
+        linked = await storage.accounts.add_device(
+            A_ID, NewDevice(None, 2, b"s" * 16, b"h" * 32), now=4, max_devices=6
+        )
+        assert await seqs(linked, b"c" * 16) == [1]
+        assert await storage.accounts.remove_device(A_ID, linked)
+    finally:
+        await engine.close()
+    conn = sqlite3.connect(path)
+    counters = conn.execute("SELECT account_id, device_id, last_seq FROM mailbox_seq").fetchall()
+    columns = [r[1] for r in conn.execute("PRAGMA table_info(devices)")]
+    conn.close()
+    assert counters == [(str(A_ID), 1, 43)]
+    assert "last_seq" not in columns
+
+
 def _conversations(tmp_path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
     for _, sql in load_migrations():

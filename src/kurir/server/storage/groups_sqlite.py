@@ -293,7 +293,7 @@ def _fan_out(
     seqs = [
         (str(r[0]), int(r[1]), int(r[2]))
         for r in conn.execute(
-            "UPDATE devices SET last_seq = last_seq + 1 WHERE account_id IN"
+            "UPDATE mailbox_seq SET last_seq = last_seq + 1 WHERE account_id IN"
             " (SELECT account_id FROM group_members WHERE group_id = ?)"
             " RETURNING account_id, device_id, last_seq",
             (group,),
@@ -302,7 +302,7 @@ def _fan_out(
     # devices outside ``wanted`` (the sender's, duplicates) get their seq back
     undo = [(a, d) for a, d, _ in seqs if (a, d) not in wanted]
     conn.executemany(
-        "UPDATE devices SET last_seq = last_seq - 1 WHERE account_id = ? AND device_id = ?",
+        "UPDATE mailbox_seq SET last_seq = last_seq - 1 WHERE account_id = ? AND device_id = ?",
         undo,
     )
     source = None if envelope.source is None else str(envelope.source)

@@ -488,11 +488,11 @@ REPORT_TABLES: dict[str, tuple[tuple[str, ...], str]] = {
             "salt",
             "password_hash",
             "created_at",
-            "last_seq",
             "expired_count",
         ),
         _MINE,
     ),
+    "mailbox_seq": (("account_id", "device_id", "last_seq"), _MINE),
     "signed_prekeys": (("account_id", "device_id", "key_id", "public_key", "signature"), _MINE),
     "pq_last_resort_prekeys": (
         ("account_id", "device_id", "key_id", "public_key", "signature"),

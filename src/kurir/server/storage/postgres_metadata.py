@@ -39,15 +39,22 @@ _CONVERSATION: Final = (
     " created_at, last_activity"
 )
 
+_SQLITE_DEVICE_COLUMNS = [c for c in REPORT_TABLES["devices"][0] if c != "expired_count"]
+_PG_DEVICE_COLUMNS: Final = (*_SQLITE_DEVICE_COLUMNS, "last_seq", "expired_count")
+"""PostgreSQL's ``devices`` keeps ``last_seq`` (in the schema's order)."""
+
 PG_REPORT_TABLES: Final[dict[str, tuple[tuple[str, ...], str]]] = {
     **{
         table: (columns, where.replace("?", "$1"))
         for table, (columns, where) in REPORT_TABLES.items()
+        if table != "mailbox_seq"
     },
+    "devices": (_PG_DEVICE_COLUMNS, "account_id = $1"),
     "account_addresses": (("app", "identifier", "account_id"), "account_id = $1"),
 }
 """The SQLite engine's report tables, plus ``account_addresses`` (PostgreSQL keeps the
-address-to-account map in its own table, keyed by address for sharding)."""
+address-to-account map in its own table, keyed by address for sharding); each device's
+``last_seq`` is a column of ``devices`` here, not a table of its own (SQLite schema 8)."""
 
 
 def _conversation(row: Any) -> ConversationRecord:

@@ -470,21 +470,22 @@ _INSERT_NEXT = (
     " source_device, source_address, message_id, client_timestamp, server_timestamp,"
     " expires_at, body)"
     " SELECT d.account_id, d.device_id, d.last_seq + 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12"
-    " FROM devices d WHERE d.account_id = ?1 AND d.device_id = ?2"
+    " FROM mailbox_seq d WHERE d.account_id = ?1 AND d.device_id = ?2"
     " AND NOT EXISTS (SELECT 1 FROM envelopes e WHERE e.account_id = ?1"
     " AND e.device_id = ?2 AND e.dedupe_key = ?3)"
     " AND NOT EXISTS (SELECT 1 FROM delivered x WHERE x.account_id = ?1"
     " AND x.device_id = ?2 AND x.dedupe_key = ?3 AND x.expires_at > ?10)"
 )
 """Enqueue one envelope after the device's last seq unless its dedupe key is queued or was
-delivered (unexpired record); the ``envelopes_advance_last_seq`` trigger (schema 6) moves the
-device's ``last_seq`` in the same statement. No row inserted: see :data:`_PROBE` for why."""
+delivered (unexpired record); the ``envelopes_advance_last_seq`` trigger (schemas 6 and 8)
+moves the device's counter in ``mailbox_seq`` in the same statement (a device has a counter
+exactly when it exists). No row inserted: see :data:`_PROBE` for why."""
 _INSERT_RECEIPT = (
     "INSERT INTO envelopes (account_id, device_id, seq, dedupe_key, type, source_account,"
     " source_device, source_address, message_id, client_timestamp, server_timestamp,"
     " expires_at, body)"
     " SELECT d.account_id, d.device_id, d.last_seq + 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12"
-    " FROM devices d WHERE d.account_id = ?1 AND d.device_id = ?2"
+    " FROM mailbox_seq d WHERE d.account_id = ?1 AND d.device_id = ?2"
     " AND NOT EXISTS (SELECT 1 FROM envelopes e WHERE e.account_id = ?1"
     " AND e.device_id = ?2 AND e.dedupe_key = ?3) RETURNING seq"
 )
@@ -774,7 +775,7 @@ class _Mailboxes:
     async def last_seq(self, account_id: AccountId, device_id: DeviceId) -> int:
         def op(conn: sqlite3.Connection) -> int:
             row = conn.execute(
-                "SELECT last_seq FROM devices WHERE account_id = ? AND device_id = ?",
+                "SELECT last_seq FROM mailbox_seq WHERE account_id = ? AND device_id = ?",
                 (str(account_id), device_id),
             ).fetchone()
             return 0 if row is None else int(row[0])
