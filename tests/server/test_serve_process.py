@@ -19,7 +19,7 @@ from kurir.server.config import load_apps
 from kurir.server.testing import spawn_server
 from kurir.wire.frames import Result
 
-from .helpers import drain, message, recv_frame, register, send, send_frame
+from .helpers import Device, drain, message, recv_frame, register, send, send_frame
 
 
 class _DefaultKeys:
@@ -31,12 +31,18 @@ class _DefaultKeys:
         return app.client_key
 
 
+async def _two_accounts(base_url: str, first: str, second: str) -> tuple[Device, Device]:
+    keys = _DefaultKeys()
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        return (
+            await register(http, keys, first, registration_id=3),
+            await register(http, keys, second, registration_id=4),
+        )
+
+
 async def test_accepted_message_survives_sigkill(tmp_path: Path) -> None:
     async with spawn_server(tmp_path) as proc:
-        keys = _DefaultKeys()
-        async with httpx.AsyncClient(base_url=proc.base_url) as http:
-            alice = await register(http, keys, "messenger:1000423", registration_id=3)
-            bob = await register(http, keys, "instagram:@bob", registration_id=4)
+        alice, bob = await _two_accounts(proc.base_url, "messenger:1000423", "instagram:@bob")
         async with connect(proc.ws_url, additional_headers=alice.auth) as a:
             await drain(a)
             await send_frame(a, send(1, bob, b"k" * 16, message(1, 4, b"survives")))
@@ -55,10 +61,7 @@ async def test_accepted_message_survives_sigkill(tmp_path: Path) -> None:
 async def test_pin_cpus_runs_the_loop_and_the_writer_on_two_cpus(tmp_path: Path) -> None:
     first, second = sorted(os.sched_getaffinity(0))[:2]
     async with spawn_server(tmp_path, extra_args=("--pin-cpus",)) as proc:
-        keys = _DefaultKeys()
-        async with httpx.AsyncClient(base_url=proc.base_url) as http:
-            alice = await register(http, keys, "messenger:1000424", registration_id=3)
-            bob = await register(http, keys, "instagram:@pinned", registration_id=4)
+        alice, bob = await _two_accounts(proc.base_url, "messenger:1000424", "instagram:@pin")
         async with connect(proc.ws_url, additional_headers=alice.auth) as a:
             await drain(a)
             await send_frame(a, send(1, bob, b"p" * 16, message(1, 4, b"pinned")))

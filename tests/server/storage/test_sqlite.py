@@ -303,25 +303,34 @@ async def test_a_lone_failing_operation_leaves_nothing_behind(tmp_path: Path) ->
         await db.close()
 
 
+def _one_device_at_schema(
+    path: Path, version: int, *, last_seq: int, expired_count: int = 0
+) -> sqlite3.Connection:
+    """A database file at schema ``version`` with account ``A_ID`` and its device 1; the
+    connection is left open for more rows (commit and close it)."""
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for number, sql in load_migrations()[:version]:
+        conn.executescript(f"{sql}\nINSERT INTO schema_version (version) VALUES ({number});")
+    conn.execute(
+        "INSERT INTO accounts (account_id, app, identifier, created_at)"
+        " VALUES (?, 'messenger', '5', 1)",
+        (str(A_ID),),
+    )
+    conn.execute(
+        "INSERT INTO devices (account_id, device_id, registration_id, salt, password_hash,"
+        " created_at, last_seq, expired_count) VALUES (?, 1, 1, x'00', x'00', 1, ?, ?)",
+        (str(A_ID), last_seq, expired_count),
+    )
+    return conn
+
+
 async def test_schema_6_keeps_mailboxes_and_delivered_records(tmp_path: Path) -> None:
     """Migration 6 rebuilds the mailbox tables (clustered, no foreign keys): queued envelopes,
     their seqs and the delivered records (dedupe after ack) survive it."""
     path = tmp_path / "k.db"
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    for version, sql in load_migrations()[:5]:
-        conn.executescript(f"{sql}\nINSERT INTO schema_version (version) VALUES ({version});")
+    conn = _one_device_at_schema(path, 5, last_seq=7)
     account = str(A_ID)
-    conn.execute(
-        "INSERT INTO accounts (account_id, app, identifier, created_at)"
-        " VALUES (?, 'messenger', '5', 1)",
-        (account,),
-    )
-    conn.execute(
-        "INSERT INTO devices (account_id, device_id, registration_id, salt, password_hash,"
-        " created_at, last_seq) VALUES (?, 1, 1, x'00', x'00', 1, 7)",
-        (account,),
-    )
     for seq, key in ((6, b"q" * 16), (7, b"r" * 16)):
         conn.execute(
             "INSERT INTO envelopes (account_id, device_id, seq, dedupe_key, type, message_id,"
@@ -370,21 +379,8 @@ async def test_schema_7_drops_the_expiry_indexes_and_keeps_the_mailboxes(
     """Migration 7 drops the expiry indexes: queued envelopes, delivered records and the
     expired counts survive it, and the sweep (now scans) still deletes and counts exactly."""
     path = tmp_path / "k.db"
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    for version, sql in load_migrations()[:6]:
-        conn.executescript(f"{sql}\nINSERT INTO schema_version (version) VALUES ({version});")
+    conn = _one_device_at_schema(path, 6, last_seq=7, expired_count=2)
     account = str(A_ID)
-    conn.execute(
-        "INSERT INTO accounts (account_id, app, identifier, created_at)"
-        " VALUES (?, 'messenger', '5', 1)",
-        (account,),
-    )
-    conn.execute(
-        "INSERT INTO devices (account_id, device_id, registration_id, salt, password_hash,"
-        " created_at, last_seq, expired_count) VALUES (?, 1, 1, x'00', x'00', 1, 7, 2)",
-        (account,),
-    )
     for seq, key, expires_at in ((6, b"q" * 16, 100), (7, b"r" * 16, 10**15)):
         conn.execute(
             "INSERT INTO envelopes (account_id, device_id, seq, dedupe_key, type, message_id,"
@@ -433,20 +429,7 @@ async def test_schema_8_moves_each_devices_seq_to_a_table_kept_by_triggers(
     """Migration 8 moves ``devices.last_seq`` to ``mailbox_seq``: the counter survives, goes
     on after the mailbox empties, starts at 0 for a new device and leaves with its device."""
     path = tmp_path / "k.db"
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    for version, sql in load_migrations()[:7]:
-        conn.executescript(f"{sql}\nINSERT INTO schema_version (version) VALUES ({version});")
-    conn.execute(
-        "INSERT INTO accounts (account_id, app, identifier, created_at, last_device_id)"
-        " VALUES (?, 'messenger', '5', 1, 1)",
-        (str(A_ID),),
-    )
-    conn.execute(
-        "INSERT INTO devices (account_id, device_id, registration_id, salt, password_hash,"
-        " created_at, last_seq) VALUES (?, 1, 1, x'00', x'00', 1, 41)",
-        (str(A_ID),),
-    )
+    conn = _one_device_at_schema(path, 7, last_seq=41)
     conn.commit()
     conn.close()
     engine = SqliteEngine.open(path)

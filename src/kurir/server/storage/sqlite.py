@@ -465,7 +465,7 @@ def _first_int(row: Any) -> int:
     return int(row[0])
 
 
-_INSERT_NEXT = (
+_INSERT_UNQUEUED = (
     "INSERT INTO envelopes (account_id, device_id, seq, dedupe_key, type, source_account,"
     " source_device, source_address, message_id, client_timestamp, server_timestamp,"
     " expires_at, body)"
@@ -473,26 +473,21 @@ _INSERT_NEXT = (
     " FROM mailbox_seq d WHERE d.account_id = ?1 AND d.device_id = ?2"
     " AND NOT EXISTS (SELECT 1 FROM envelopes e WHERE e.account_id = ?1"
     " AND e.device_id = ?2 AND e.dedupe_key = ?3)"
-    " AND NOT EXISTS (SELECT 1 FROM delivered x WHERE x.account_id = ?1"
-    " AND x.device_id = ?2 AND x.dedupe_key = ?3 AND x.expires_at > ?10)"
 )
-"""Enqueue one envelope after the device's last seq unless its dedupe key is queued or was
-delivered (unexpired record); the ``envelopes_advance_last_seq`` trigger (schemas 6 and 8)
-moves the device's counter in ``mailbox_seq`` in the same statement (a device has a counter
-exactly when it exists). No row inserted: see :data:`_PROBE` for why."""
-_INSERT_RECEIPT = (
-    "INSERT INTO envelopes (account_id, device_id, seq, dedupe_key, type, source_account,"
-    " source_device, source_address, message_id, client_timestamp, server_timestamp,"
-    " expires_at, body)"
-    " SELECT d.account_id, d.device_id, d.last_seq + 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12"
-    " FROM mailbox_seq d WHERE d.account_id = ?1 AND d.device_id = ?2"
-    " AND NOT EXISTS (SELECT 1 FROM envelopes e WHERE e.account_id = ?1"
-    " AND e.device_id = ?2 AND e.dedupe_key = ?3) RETURNING seq"
+"""Enqueue one envelope after the device's last seq unless its dedupe key is queued; the
+``envelopes_advance_last_seq`` trigger (schemas 6 and 8) moves the device's counter in
+``mailbox_seq`` in the same statement (a device has a counter exactly when it exists)."""
+_INSERT_NEXT = (
+    f"{_INSERT_UNQUEUED} AND NOT EXISTS (SELECT 1 FROM delivered x"  # noqa: S608 - constants
+    " WHERE x.account_id = ?1 AND x.device_id = ?2 AND x.dedupe_key = ?3 AND x.expires_at > ?10)"
 )
-"""Enqueue one delivery receipt unless it is queued: :data:`_INSERT_NEXT` without the
-delivered probe (a receipt's dedupe key is longer than any message id and receipts get no
-delivered record, so the probe never finds one). No row inserted: the device is gone or the
-receipt is queued (the same id delivered again after its delivered record lapsed)."""
+""":data:`_INSERT_UNQUEUED`, and not if the key was delivered either (an unexpired record).
+No row inserted: see :data:`_PROBE` for why."""
+_INSERT_RECEIPT = f"{_INSERT_UNQUEUED} RETURNING seq"
+"""Enqueue one delivery receipt unless it is queued: no delivered probe (a receipt's dedupe
+key is longer than any message id and receipts get no delivered record, so the probe never
+finds one). No row inserted: the device is gone or the receipt is queued (the same id
+delivered again after its delivered record lapsed)."""
 _INSERT_NEXT_UNCAPPED = f"{_INSERT_NEXT} RETURNING seq"
 _INSERT_NEXT_CAPPED = (
     f"{_INSERT_NEXT} AND (SELECT COUNT(*) FROM envelopes e"  # noqa: S608 - constants only
