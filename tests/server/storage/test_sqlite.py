@@ -325,6 +325,17 @@ def _one_device_at_schema(
     return conn
 
 
+def _opened(conn: sqlite3.Connection, path: Path) -> SqliteEngine:
+    """Commit and close ``conn``, then open ``path`` as the engine does (migrating it)."""
+    conn.commit()
+    conn.close()
+    return SqliteEngine.open(path)
+
+
+def _new_envelope(key: bytes) -> OutgoingEnvelope:
+    return OutgoingEnvelope(A_ID, DeviceId(1), key, 1, None, None, None, key, 1, b"new")
+
+
 async def test_schema_6_keeps_mailboxes_and_delivered_records(tmp_path: Path) -> None:
     """Migration 6 rebuilds the mailbox tables (clustered, no foreign keys): queued envelopes,
     their seqs and the delivered records (dedupe after ack) survive it."""
@@ -342,22 +353,18 @@ async def test_schema_6_keeps_mailboxes_and_delivered_records(tmp_path: Path) ->
         "INSERT INTO delivered (account_id, device_id, dedupe_key, expires_at) VALUES (?, 1, ?, ?)",
         (account, b"d" * 16, 10**15),
     )
-    conn.commit()
-    conn.close()
-    engine = SqliteEngine.open(path)
+    engine = _opened(conn, path)
     mailboxes = engine.storage.mailboxes
-
-    def env(key: bytes) -> OutgoingEnvelope:
-        return OutgoingEnvelope(A_ID, DeviceId(1), key, 1, None, None, None, key, 1, b"new")
-
     try:
         got = await mailboxes.fetch(A_ID, DeviceId(1), after_seq=0, limit=10, now=3)
         assert [(e.seq, e.body) for e in got] == [(6, b"body6"), (7, b"body7")]
         # a queued key and a delivered key are still deduplicated; a new key gets the next seq
         assert not await mailboxes.enqueue(
-            [env(b"q" * 16), env(b"d" * 16)], now=4, expires_at=10**15, cap=10
+            [_new_envelope(b"q" * 16), _new_envelope(b"d" * 16)], now=4, expires_at=10**15, cap=10
         )
-        queued = await mailboxes.enqueue([env(b"n" * 16)], now=4, expires_at=10**15, cap=10)
+        queued = await mailboxes.enqueue(
+            [_new_envelope(b"n" * 16)], now=4, expires_at=10**15, cap=10
+        )
         assert [e.seq for e in queued.envelopes[queued[0]]] == [8]
         await mailboxes.acknowledge(
             A_ID, DeviceId(1), [6, 8], now=5, expires_at=10**15, receipt_source_address=None
@@ -394,22 +401,20 @@ async def test_schema_7_drops_the_expiry_indexes_and_keeps_the_mailboxes(
             " VALUES (?, 1, ?, ?)",
             (account, key, expires_at),
         )
-    conn.commit()
-    conn.close()
-    engine = SqliteEngine.open(path)
+    engine = _opened(conn, path)
     mailboxes = engine.storage.mailboxes
-
-    def env(key: bytes) -> OutgoingEnvelope:
-        return OutgoingEnvelope(A_ID, DeviceId(1), key, 1, None, None, None, key, 1, b"new")
-
     try:
         got = await mailboxes.fetch(A_ID, DeviceId(1), after_seq=0, limit=10, now=3)
         assert [(e.seq, e.body) for e in got] == [(6, b"body6"), (7, b"body7")]
         assert await mailboxes.expire(100) == 1
         assert await mailboxes.take_expired_count(A_ID, DeviceId(1)) == 3
         # the live delivered key is still refused, the swept one is free, seqs go on
-        assert not await mailboxes.enqueue([env(b"d" * 16)], now=101, expires_at=10**15, cap=10)
-        queued = await mailboxes.enqueue([env(b"e" * 16)], now=101, expires_at=10**15, cap=10)
+        assert not await mailboxes.enqueue(
+            [_new_envelope(b"d" * 16)], now=101, expires_at=10**15, cap=10
+        )
+        queued = await mailboxes.enqueue(
+            [_new_envelope(b"e" * 16)], now=101, expires_at=10**15, cap=10
+        )
         assert [e.seq for e in queued.envelopes[queued[0]]] == [8]
     finally:
         await engine.close()
@@ -429,10 +434,7 @@ async def test_schema_8_moves_each_devices_seq_to_a_table_kept_by_triggers(
     """Migration 8 moves ``devices.last_seq`` to ``mailbox_seq``: the counter survives, goes
     on after the mailbox empties, starts at 0 for a new device and leaves with its device."""
     path = tmp_path / "k.db"
-    conn = _one_device_at_schema(path, 7, last_seq=41)
-    conn.commit()
-    conn.close()
-    engine = SqliteEngine.open(path)
+    engine = _opened(_one_device_at_schema(path, 7, last_seq=41), path)
     storage = engine.storage
 
     def env(device: int, key: bytes) -> OutgoingEnvelope:
