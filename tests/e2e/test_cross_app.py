@@ -60,6 +60,8 @@ async def test_offline_recipient_gets_everything_in_order_exactly_once(
     backlog = again.pending_events()
     assert [_text(e) for e in backlog if isinstance(e, MessageEvent)] == texts
     for event in backlog:
+        if isinstance(event, MessageEvent):  # an id begins with its message's sending time
+            assert event.message_id[:6] == event.sent_at.to_bytes(6, "big")
         again.handled(event)
     await again.close()
 

@@ -56,6 +56,7 @@ from kurir.wire.frames import (
     Send,
     ServerFrame,
 )
+from kurir.wire.message_id import new_message_id
 
 __all__ = [
     "COUNTERS",
@@ -76,7 +77,6 @@ COUNTERS: Final = 5
 connected devices."""
 
 _STAMP: Final = struct.Struct("<qI")  # send time (monotonic ns), phase id
-_MESSAGE_ID: Final = struct.Struct("<IIQ")  # worker, device, counter: unique per run
 _PHASE_SHIFT: Final = 40
 _CONNECT_CONCURRENCY: Final = 64
 _TICK_S: Final = 0.001
@@ -202,11 +202,12 @@ class _Worker:
             target += 1  # never oneself
         account, registration_id = self.targets[target]
         self.counter += 1
+        now_ms = time.time_ns() // 1_000_000
         frame = Send(
             id=(phase.phase_id << _PHASE_SHIFT) | self.counter,
             to=account,
-            message_id=_MESSAGE_ID.pack(self.config.worker_id, device.creds.index, self.counter),
-            timestamp=time.time_ns() // 1_000_000,
+            message_id=new_message_id(now_ms, random.randbytes),
+            timestamp=now_ms,
             messages=[
                 DeviceMessage(
                     device=1,

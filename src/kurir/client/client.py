@@ -77,6 +77,7 @@ from kurir.wire.auth import encode_password
 from kurir.wire.errors import ErrorCode
 from kurir.wire.frames import Drained, Envelope
 from kurir.wire.limits import MESSAGE_ID_BYTES
+from kurir.wire.message_id import new_message_id
 
 __all__ = ["DEV_CODE", "Client"]
 
@@ -571,11 +572,11 @@ class Client:
         contact = await self.lookup(address)
         if contact.account_id == account.account_id:
             raise UsageError("you cannot send a message to yourself")
-        if message_id is None:
-            message_id = MessageId(self._rng(16))
-        elif len(message_id) != MESSAGE_ID_BYTES:
+        if message_id is not None and len(message_id) != MESSAGE_ID_BYTES:
             raise UsageError(f"a message id is {MESSAGE_ID_BYTES} bytes")
         now = self._timestamp()
+        if message_id is None:
+            message_id = MessageId(new_message_id(now, self._rng))
         try:
             plaintext = encode_content(Content(body, sent_at=now))
         except ValueError as exc:

@@ -78,6 +78,7 @@ from kurir.crypto.sender_keys import (
 )
 from kurir.wire import group_api
 from kurir.wire.errors import ErrorCode
+from kurir.wire.message_id import new_message_id
 
 __all__ = ["Groups", "by_device", "devices_without_key", "holders_gone"]
 
@@ -188,9 +189,9 @@ class Groups:
         gone = next((m for m in before.members if m.account_id == account), None)
         outgoing = self._outgoing()
         if gone is not None and outgoing is not None:
-            message_id = MessageId(self._rng(16))
-            self._store.mark_control(message_id)
             now = self._now_ms()
+            message_id = MessageId(new_message_id(now, self._rng))
+            self._store.mark_control(message_id)
             plaintext = encode_content(Content(change, sent_at=now))
             await outgoing.deliver(account, set(gone.devices), message_id, now, plaintext)
         return info
@@ -292,7 +293,7 @@ class Groups:
             create_sender_key_distribution_message(me, group_id, self._keys, self._rng)
         missing = devices_without_key(holders, current)
         await self._give_key(outgoing, protocol, group_id, missing, now)
-        message_id = MessageId(self._rng(16))
+        message_id = MessageId(new_message_id(now, self._rng))
         plaintext = encode_content(Content(body, sent_at=now))
         with self._store.transaction():
             sealed = group_encrypt(self._keys, me, group_id, plaintext, self._rng)
@@ -322,7 +323,7 @@ class Groups:
             Content(SenderKeyDistribution(str(group_id), distribution.serialized), sent_at=now)
         )
         for account_id, wanted in sorted(devices.items()):
-            message_id = MessageId(self._rng(16))
+            message_id = MessageId(new_message_id(now, self._rng))
             self._store.mark_control(message_id)  # its receipts are not the app's
             try:
                 accepted = await outgoing.deliver(account_id, wanted, message_id, now, key)
@@ -393,7 +394,7 @@ class Groups:
         now = self._now_ms()
         devices = set(member.devices)
         await self._give_key(outgoing, protocol, group_id, {requester: devices}, now)
-        message_id = MessageId(self._rng(16))
+        message_id = MessageId(new_message_id(now, self._rng))
         self._store.mark_control(message_id)
         resent = msgspec.structs.replace(original, resend_of=sent.message_id)
         await outgoing.deliver(requester, devices, message_id, now, encode_content(resent))

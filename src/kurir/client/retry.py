@@ -67,7 +67,7 @@ from kurir.crypto.messages import (
     deserialize_ciphertext,
 )
 from kurir.wire.frames import EnvelopeType
-from kurir.wire.limits import MESSAGE_ID_BYTES
+from kurir.wire.message_id import new_message_id
 
 __all__ = [
     "GroupResends",
@@ -283,6 +283,6 @@ class Retries:
 
     def _new_id(self) -> MessageId:
         # Our own control sends: their delivery receipts are not shown to the application.
-        message_id = MessageId(self._rng(MESSAGE_ID_BYTES))
+        message_id = MessageId(new_message_id(self._now_ms(), self._rng))
         self._store.mark_control(message_id)
         return message_id

@@ -9,6 +9,7 @@ import logging
 import os
 import pickle
 import select
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -37,7 +38,12 @@ from kurir.server.storage.records import (
     StoredEnvelope,
 )
 from kurir.server.storage.sqlite_db import Database, check_not_in_use
-from kurir.server.storage.sqlite_writer import decode, frame, transferable
+from kurir.server.storage.sqlite_writer import (
+    IDLE_CHECKPOINT_COMMITS,
+    decode,
+    frame,
+    transferable,
+)
 from kurir.server.types import AccountId, DeviceId, DeviceRef
 from kurir.wire.address import Address
 from server.storage.writer_ops import (
@@ -271,6 +277,41 @@ async def test_close_commits_every_queued_write(tmp_path: Path) -> None:
     finally:
         conn.close()
     check_not_in_use(path)  # the writer process has released the owner lock too
+
+
+def _rows_in_main_file(path: Path, copy: Path) -> list[str]:
+    """The accounts in the database file alone, without its WAL (a copy, so that opening it
+    neither reads nor checkpoints the WAL); none while the copy is caught mid-write."""
+    shutil.copyfile(path, copy)
+    conn = sqlite3.connect(copy)
+    try:
+        return accounts(conn)
+    except sqlite3.DatabaseError:
+        return []
+    finally:
+        conn.close()
+
+
+async def test_an_idle_writer_checkpoints_what_it_committed(tmp_path: Path) -> None:
+    path = tmp_path / "k.db"
+    db = Database.open(path)
+    names = [f"c{i:03d}" for i in range(IDLE_CHECKPOINT_COMMITS)]
+    copy = tmp_path / "main-file-only.db"
+    try:
+        for name in names[:-1]:  # one commit each, far fewer pages than SQLite's own mark
+            await db.write(insert, name)
+        await asyncio.sleep(0.5)  # idle, but one commit short
+        assert _rows_in_main_file(path, copy) == []
+        await db.write(insert, names[-1])
+        found: list[str] = []
+        for _ in range(600):  # a bound for a broken build, not a timing assertion
+            found = _rows_in_main_file(path, copy)
+            if found:
+                break
+            await asyncio.sleep(0.05)
+        assert found == names
+    finally:
+        await db.close()
 
 
 _SERVER = textwrap.dedent(
