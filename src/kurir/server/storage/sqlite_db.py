@@ -12,9 +12,11 @@ writer is a process, not a thread, so that it and the event loop each have a cor
 A write operation is therefore a module-level function ``fn(conn, *args)`` with picklable
 arguments and result (``await db.write(fn, *args)``), not a closure: it is sent by name to
 the writer process. Calls queued in one event-loop iteration go as one message; the outcomes
-of one committed batch come back as one message and settle their futures with one wake-up of
-each event loop. If the writer process ends, every pending and later write fails with
-:class:`StorageError` (logged once); nothing waits forever.
+of one committed batch come back as one message, which the event loop that awaits them reads
+and settles itself, without a thread in between (when writes of several loops are pending, a
+thread reads and hands each loop its own: :class:`_WriterProcess`). If the writer process
+ends, every pending and later write fails with :class:`StorageError` (logged once); nothing
+waits forever.
 
 Reads run synchronously on the calling event loop's thread, on their own WAL connection: a
 point read costs a few microseconds, far less than a hop to a thread and back. A read that
@@ -42,6 +44,7 @@ import itertools
 import logging
 import os
 import re
+import select
 import socket
 import sqlite3
 import subprocess
@@ -178,12 +181,31 @@ def _hand_back(settled: list[_Settled]) -> None:
 class _WriterProcess:
     """The server's side of the writer process (:mod:`.sqlite_writer`).
 
-    :meth:`submit` queues a call; one :meth:`flush` per event-loop iteration pickles every
+    Calls: :meth:`submit` queues one; one :meth:`flush` per event-loop iteration pickles every
     queued call into one message and sends it without blocking (what the socket does not take
-    at once, the ``kurir-sqlite-send`` thread sends). The ``kurir-sqlite-results`` thread
-    reads the outcomes of each committed batch and settles its futures with one
-    ``call_soon_threadsafe`` per event loop. If the process ends, every pending and later
-    write fails with :class:`StorageError`.
+    at once, the ``kurir-sqlite-send`` thread sends).
+
+    Outcomes: exactly one reader at a time reads the socket, the one ``_owner`` names:
+
+    - **An event loop**, while every pending write is that loop's own (the server's case: it
+      has one loop). The loop of such a write watches the socket (``add_reader``); when it is
+      readable, the loop reads what has arrived without blocking, unpickles it and settles its
+      futures in place: no thread wakes, no ``call_soon_threadsafe``, no self-pipe.
+    - **Otherwise the** ``kurir-sqlite-results`` **thread** (started when first needed),
+      which settles futures with one ``call_soon_threadsafe`` per loop: while a write of
+      another loop is pending (a loop that stops running, or closes, would strand the other
+      loop's outcomes), while :meth:`stop` drains, and to end (reaping the process blocks,
+      and nobody awaits a loop that has closed).
+
+    Every read, and every change of ``_owner``, holds ``_read_lock``: a read never overlaps
+    another, and never runs in a reader that has stopped owning the socket. Only a loop makes
+    itself the owner (:meth:`submit`, on its own thread); anyone may give the socket to the
+    thread. A loop watches its own duplicate of the socket's descriptor and alone removes and
+    closes it, on its own thread (its callback, finding that it no longer owns the socket, or
+    :meth:`leave`), so no loop is left watching a closed descriptor, or a reused one.
+    :meth:`stop` closes those of loops that have closed.
+
+    If the process ends, every pending and later write fails with :class:`StorageError`.
     """
 
     def __init__(self, path: Path, lock: int, cpus: frozenset[int] | None = None) -> None:
@@ -210,7 +232,7 @@ class _WriterProcess:
                 raise StorageError(f"cannot run the SQLite writer on CPUs {where}: {exc}") from exc
         self._sock = ours
         self._sock.sendall(frame([], [str(path), list(sys.path)]))
-        self._lock = threading.Lock()  # guards every attribute below
+        self._lock = threading.Lock()  # guards every attribute below up to _owner
         self._wake = threading.Condition(self._lock)
         self._ids = itertools.count()
         self._futures: dict[int, asyncio.Future[Any]] = {}
@@ -220,11 +242,14 @@ class _WriterProcess:
         self._sending = False
         self._stopping = False
         self._gone: str | None = None  # why nothing can be written any more
-        self._receiver = threading.Thread(
-            target=self._receive, name="kurir-sqlite-results", daemon=True
-        )
+        # who reads the outcomes: a loop, or None for the results thread; changed only while
+        # holding _read_lock and _lock (in that order), so either one makes it stable
+        self._owner: asyncio.AbstractEventLoop | None = None
+        self._read_lock = threading.Lock()  # guards every attribute below
+        self._reader = Reader(self._sock)
+        self._watching: dict[asyncio.AbstractEventLoop, int] = {}  # loop: its descriptor
+        self._receiver: threading.Thread | None = None
         self._sender = threading.Thread(target=self._send, name="kurir-sqlite-send", daemon=True)
-        self._receiver.start()
         self._sender.start()
 
     @property
@@ -233,21 +258,43 @@ class _WriterProcess:
         return self._process.pid
 
     def submit(self, call: Call, future: asyncio.Future[Any]) -> None:
-        """Queue ``call``; ``future`` (of a running loop) gets its outcome once committed.
+        """Queue ``call``; ``future`` (of the running loop) gets its outcome once committed.
 
         Raises:
             StorageError: The writer process has ended.
         """
+        loop = future.get_loop()
         with self._lock:
             if self._gone is not None:
                 raise StorageError(self._gone)
             op_id = next(self._ids)
             self._futures[op_id] = future
             self._outbox.append((op_id, call))
-            if self._flush_scheduled:
-                return
-            self._flush_scheduled = True
-        future.get_loop().call_soon(self.flush)
+            owned = loop is self._owner
+            scheduled, self._flush_scheduled = self._flush_scheduled, True
+        if not owned:
+            self._choose_reader(loop)
+        if not scheduled:
+            loop.call_soon(self.flush)
+
+    def _choose_reader(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On ``loop``'s thread, which has just queued a write and does not own the socket:
+        ``loop`` reads from now on if every pending write is its own, else the thread does."""
+        with self._read_lock:
+            with self._lock:
+                if self._gone is not None:
+                    return  # the thread is ending: it fails every pending future
+                alone = (
+                    not self._stopping
+                    and not self._reader.eof
+                    and all(f.get_loop() is loop for f in self._futures.values())
+                )
+                self._owner = loop if alone else None
+                self._wake.notify_all()
+            if alone:
+                self._watch(loop)
+            else:
+                self._start_receiver()
 
     def flush(self) -> None:
         """Send every queued call as one message, without blocking."""
@@ -280,7 +327,7 @@ class _WriterProcess:
             else:
                 try:
                     sent = self._sock.send(data, socket.MSG_DONTWAIT)
-                except OSError:  # full (the sender thread waits), or gone (the receiver sees)
+                except OSError:  # full (the sender thread waits), or gone (the reader sees)
                     sent = 0
             if sent < len(data):
                 self._backlog += data[sent:]
@@ -299,27 +346,93 @@ class _WriterProcess:
                 data = bytes(self._backlog)
                 self._backlog.clear()
                 self._sending = True
-            with contextlib.suppress(OSError):  # the writer is gone: the receiver fails all
+            with contextlib.suppress(OSError):  # the writer is gone: the reader fails all
                 self._sock.sendall(data)
             with self._lock:
                 self._sending = False
                 self._wake.notify_all()
 
+    def _read(self) -> list[_Settled]:
+        """Holding ``_read_lock``: one ``recv`` without blocking, and the futures and outcomes
+        of every message complete so far."""
+        settled: list[_Settled] = []
+        for payload in self._reader.read(block=False):
+            ids, outcomes = decode(payload)
+            if isinstance(outcomes, Exception):
+                _log.error("storage outcomes could not be loaded: %r", outcomes)
+                outcomes = [(None, StorageError("outcome could not be loaded"))] * len(ids)
+            with self._lock:
+                futures = [self._futures.pop(op_id) for op_id in ids]
+            settled += [(f, r, e) for f, (r, e) in zip(futures, outcomes, strict=True)]
+        return settled
+
+    def _on_readable(self, loop: asyncio.AbstractEventLoop) -> None:
+        """``loop``'s reader callback: settle what has arrived, this loop's futures in place
+        (others' through their loops); stop watching if the socket is no longer this loop's,
+        and give it to the thread at end of file."""
+        with self._read_lock:
+            if self._owner is not loop:
+                self._unwatch(loop)
+                return
+            settled = self._read()
+            if self._reader.eof:
+                self._unwatch(loop)
+                self._give_to_thread()
+        mine: list[_Settled] = []
+        others: list[_Settled] = []
+        for item in settled:
+            (mine if item[0].get_loop() is loop else others).append(item)
+        _resolve(mine)
+        if others:
+            _hand_back(others)
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Holding ``_read_lock``, on ``loop``'s thread: ``loop`` watches the socket."""
+        if loop not in self._watching:
+            fd = os.dup(self._sock.fileno())
+            self._watching[loop] = fd
+            loop.add_reader(fd, self._on_readable, loop)
+
+    def _unwatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Holding ``_read_lock``, on ``loop``'s thread: ``loop`` stops watching the socket."""
+        fd = self._watching.pop(loop, None)
+        if fd is not None:
+            loop.remove_reader(fd)
+            os.close(fd)
+
+    def _give_to_thread(self) -> None:
+        """Holding ``_read_lock``: the results thread reads from now on."""
+        with self._lock:
+            self._owner = None
+            self._wake.notify_all()
+        self._start_receiver()
+
+    def _start_receiver(self) -> None:
+        """Holding ``_read_lock``: start the results thread, unless it has been started."""
+        if self._receiver is None:
+            self._receiver = threading.Thread(
+                target=self._receive, name="kurir-sqlite-results", daemon=True
+            )
+            self._receiver.start()
+
     def _receive(self) -> None:
-        """The receiver thread: settles each committed batch's futures, until end of file."""
-        reader = Reader(self._sock)
-        while not reader.eof:
-            settled: list[_Settled] = []
-            for payload in reader.read(block=True):
-                ids, outcomes = decode(payload)
-                if isinstance(outcomes, Exception):
-                    _log.error("storage outcomes could not be loaded: %r", outcomes)
-                    outcomes = [(None, StorageError("outcome could not be loaded"))] * len(ids)
-                with self._lock:
-                    futures = [self._futures.pop(op_id) for op_id in ids]
-                settled += [(f, r, e) for f, (r, e) in zip(futures, outcomes, strict=True)]
+        """The results thread: reads while no loop does, until end of file; then ends."""
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        while True:
+            with self._lock:
+                while self._owner is not None:
+                    self._wake.wait()
+            poller.poll()  # until something has arrived (or end of file), holding no lock
+            with self._read_lock:
+                if self._owner is not None:
+                    continue  # a loop took the socket meanwhile
+                settled = self._read()
+                ended = self._reader.eof
             if settled:
                 _hand_back(settled)
+            if ended:
+                break
         self._end("the SQLite writer process has ended")
 
     def _end(self, reason: str) -> None:
@@ -340,8 +453,17 @@ class _WriterProcess:
         if futures:
             _hand_back([(f, None, StorageError(reason)) for f in futures])
 
+    def leave(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On ``loop``'s thread: ``loop`` stops watching the socket; if it read the outcomes,
+        the thread reads them from now on (before :meth:`stop`, which may not run on it)."""
+        with self._read_lock:
+            self._unwatch(loop)
+            if self._owner is loop:
+                self._give_to_thread()
+
     def stop(self) -> None:
-        """Blocking: send what is queued, let the writer commit it and exit, then reap it."""
+        """Blocking: send what is queued, let the writer commit it and exit, read every
+        outcome on the thread, then reap the writer."""
         self.flush()
         with self._lock:
             while (self._backlog or self._sending) and self._gone is None:
@@ -350,9 +472,18 @@ class _WriterProcess:
             self._wake.notify_all()
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_WR)  # end of file: the writer finishes and exits
-        self._receiver.join()
+        with self._read_lock:
+            self._give_to_thread()
+            receiver = self._receiver
+        if receiver is not None:
+            receiver.join()
         self._sender.join()
         self._process.wait()
+        with self._read_lock:  # a loop that is still open closes its own when it runs
+            for loop, fd in list(self._watching.items()):
+                if loop.is_closed():
+                    del self._watching[loop]
+                    os.close(fd)
         self._sock.close()
 
 
@@ -490,6 +621,7 @@ class Database:
         if self._closed:
             return
         self._closed = True
+        self._writer.leave(asyncio.get_running_loop())
         await asyncio.to_thread(self._writer.stop)
         await asyncio.wrap_future(self._bulk.submit(self._bulk_conn.close))
         self._bulk.shutdown(wait=True)
