@@ -505,3 +505,47 @@ async def test_one_ack_deletes_a_thousand_envelopes_and_receipts_ack_like_any(
     assert again == []
     assert await mb.fetch(A_ID, D1, after_seq=0, limit=10, now=5) == []
     assert await mb.enqueue([_env(B_ID, k) for k in keys[:3]], now=6, expires_at=FAR, cap=10) == []
+
+
+async def test_an_ack_of_messages_and_receipts_together(storage: Storage) -> None:
+    # one ``ack`` frame may name messages from several senders, sealed ones and receipts at
+    # once: every envelope goes, each unsealed message gets one receipt on its sender device,
+    # receipts and sealed messages none, and each message stays deduplicated
+    await _two_accounts(storage)
+    d2 = await storage.accounts.add_device(A_ID, _device(11), now=3, max_devices=3)
+    mb = storage.mailboxes
+    await mb.enqueue([_env(A_ID, b"to-a" * 4, source=B_ID)], now=4, expires_at=FAR, cap=10)
+    receipt = await mb.acknowledge(
+        A_ID, D1, [1], now=5, expires_at=FAR, receipt_source_address=None
+    )
+    assert receipt.envelopes[DeviceRef(B_ID, D1)][0].seq == 1
+    first = _env(B_ID, b"2" * 16)
+    other_device = OutgoingEnvelope(B_ID, D1, b"3" * 16, 1, A_ID, d2, None, b"3" * 16, 6, b"c")
+    await mb.enqueue(
+        [first, _env(B_ID, b"s" * 16, source=None), other_device, _env(B_ID, b"4" * 16)],
+        now=6,
+        expires_at=FAR,
+        cap=10,
+    )
+    assert [e.seq for e in await mb.fetch(B_ID, D1, after_seq=0, limit=9, now=7)] == [1, 2, 3, 4, 5]
+    queued = await mb.acknowledge(
+        B_ID, D1, [5, 1, 2, 3, 4, 9], now=8, expires_at=FAR, receipt_source_address="instagram:@bob"
+    )
+    assert queued == [DeviceRef(A_ID, D1), DeviceRef(A_ID, d2)]
+    # which receipt gets which seq is the engine's choice (the ack's order or the seqs')
+    to_d1 = queued.envelopes[DeviceRef(A_ID, D1)]
+    assert sorted(e.message_id for e in to_d1) == [b"2" * 16, b"4" * 16]
+    assert sorted(e.seq for e in to_d1) == [2, 3]  # after the receipt A acknowledged
+    assert [(e.seq, e.message_id) for e in queued.envelopes[DeviceRef(A_ID, d2)]] == [
+        (1, b"3" * 16)
+    ]
+    for ref, sent_back in queued.envelopes.items():
+        assert sent_back == await mb.fetch(
+            ref.account_id, ref.device_id, after_seq=0, limit=9, now=9
+        )
+        assert {(e.type, e.source, e.source_device) for e in sent_back} == {
+            (RECEIPT_TYPE, B_ID, D1)
+        }
+    assert await mb.fetch(B_ID, D1, after_seq=0, limit=9, now=9) == []
+    again = [_env(B_ID, k * 16) for k in (b"2", b"s", b"4")]
+    assert await mb.enqueue(again, now=10, expires_at=FAR, cap=10) == []

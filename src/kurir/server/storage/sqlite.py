@@ -22,6 +22,7 @@ from kurir.server.storage.errors import (
     UnknownDevice,
 )
 from kurir.server.storage.groups_sqlite import SqliteGroupStore
+from kurir.server.storage.metadata_records import ConversationState
 from kurir.server.storage.metadata_sqlite import SqliteMetadataStore, record_send_in
 from kurir.server.storage.protocols import Storage
 from kurir.server.storage.records import (
@@ -477,22 +478,20 @@ _INSERT_UNQUEUED = (
 """Enqueue one envelope after the device's last seq unless its dedupe key is queued; the
 ``envelopes_advance_last_seq`` trigger (schemas 6 and 8) moves the device's counter in
 ``mailbox_seq`` in the same statement (a device has a counter exactly when it exists)."""
-_INSERT_NEXT = (
-    f"{_INSERT_UNQUEUED} AND NOT EXISTS (SELECT 1 FROM delivered x"  # noqa: S608 - constants
-    " WHERE x.account_id = ?1 AND x.device_id = ?2 AND x.dedupe_key = ?3 AND x.expires_at > ?10)"
-)
-""":data:`_INSERT_UNQUEUED`, and not if the key was delivered either (an unexpired record).
-No row inserted: see :data:`_PROBE` for why."""
 _INSERT_RECEIPT = f"{_INSERT_UNQUEUED} RETURNING seq"
 """Enqueue one delivery receipt unless it is queued: no delivered probe (a receipt's dedupe
 key is longer than any message id and receipts get no delivered record, so the probe never
 finds one). No row inserted: the device is gone or the receipt is queued (the same id
 delivered again after its delivered record lapsed)."""
-_INSERT_NEXT_UNCAPPED = f"{_INSERT_NEXT} RETURNING seq"
-_INSERT_NEXT_CAPPED = (
-    f"{_INSERT_NEXT} AND (SELECT COUNT(*) FROM envelopes e"  # noqa: S608 - constants only
-    " WHERE e.account_id = ?1 AND e.device_id = ?2) < ?13 RETURNING seq"
+_INSERT_NEXT = (
+    f"{_INSERT_UNQUEUED} AND NOT EXISTS (SELECT 1 FROM delivered x"  # noqa: S608 - constants
+    " WHERE x.account_id = ?1 AND x.device_id = ?2 AND x.dedupe_key = ?3 AND x.expires_at > ?10)"
+    " AND (SELECT COUNT(*) FROM envelopes e WHERE e.account_id = ?1 AND e.device_id = ?2) < ?13"
+    " RETURNING seq"
 )
+""":data:`_INSERT_UNQUEUED`, and not if the key was delivered either (an unexpired record), nor
+into a mailbox that holds ``cap`` (``?13``) envelopes. No row inserted: see :data:`_PROBE`
+for why."""
 _PROBE = (
     "SELECT EXISTS (SELECT 1 FROM envelopes e WHERE e.account_id = d.account_id"
     " AND e.device_id = d.device_id AND e.dedupe_key = ?1)"
@@ -504,98 +503,118 @@ _PROBE = (
 false, the mailbox is full."""
 
 
+_InsertRow = tuple[
+    str, int, bytes, int, str | None, int | None, str | None, bytes, int, int, int, bytes, int
+]
+"""One envelope's :data:`_INSERT_NEXT` parameters, ``?1`` to ``?13`` (made by
+:func:`_insert_rows` in the server)."""
+_Count = tuple[str, str, ConversationState]
+"""A :class:`SendCount` as :func:`record_send_in` takes it: sender, recipient (as stored), the
+recipient's new side's state."""
+
+
+def _insert_rows(
+    envelopes: Sequence[OutgoingEnvelope], now: int, expires_at: int, cap: int
+) -> list[_InsertRow]:
+    """The envelopes as :func:`_enqueue` takes them: its statement's parameters, made in the
+    server so that the writer unpickles only plain values (no records or UUIDs to rebuild)
+    and formats no account id."""
+    text: dict[AccountId, str] = {}  # each account id formatted once
+    rows: list[_InsertRow] = []
+    for env in envelopes:
+        account, source = env.account_id, env.source
+        rows.append(
+            (
+                text.get(account) or text.setdefault(account, str(account)),
+                env.device_id,
+                env.dedupe_key,
+                env.type,
+                None
+                if source is None
+                else text.get(source) or text.setdefault(source, str(source)),
+                env.source_device,
+                env.source_address,
+                env.message_id,
+                env.timestamp,
+                now,
+                expires_at,
+                env.body,
+                cap,
+            )
+        )
+    return rows
+
+
 def _enqueue(
-    conn: sqlite3.Connection,
-    envelopes: Sequence[OutgoingEnvelope],
-    *,
-    now: int,
-    expires_at: int,
-    cap: int | None,
-    strict: bool = True,
-    receipts: bool = False,
-) -> Enqueued:
-    """Enqueue inside the caller's transaction (see ``MailboxStore.enqueue``); ``strict``
-    False skips envelopes to devices that do not exist instead of refusing them all.
+    conn: sqlite3.Connection, rows: Sequence[_InsertRow], now: int, count: _Count | None
+) -> tuple[list[int | None], bool]:
+    """Enqueue the envelopes ``rows`` describe (see ``MailboxStore.enqueue``) and, if any was
+    new, write ``count`` (``MetadataStore.record_send`` semantics) in the same transaction.
+
+    Returns:
+        Each envelope's new seq (``None``: a duplicate, not queued again), and whether a
+        conversation changed. Only seqs cross back to the server: it still holds the
+        envelopes and builds what was stored (:func:`_enqueued`), so the writer neither
+        makes records nor pickles the bodies back.
 
     One statement per envelope in the usual case (each is a Python-to-SQLite round trip in
     the writer process: their number, more than their SQL, sets its pace). On
     :class:`MailboxFull` or :class:`UnknownDevice` envelopes may have been inserted: raising
     rolls the operation back.
     """
-    if receipts:
-        insert = _INSERT_RECEIPT
-    else:
-        insert = _INSERT_NEXT_UNCAPPED if cap is None else _INSERT_NEXT_CAPPED
+    seqs: list[int | None] = []
+    full: list[tuple[str, int]] = []
+    for values in rows:
+        row = conn.execute(_INSERT_NEXT, values).fetchone()
+        if row is not None:
+            seqs.append(int(row[0]))
+            continue
+        seqs.append(None)
+        account, device_id, dedupe_key = values[0], values[1], values[2]
+        why = conn.execute(_PROBE, (dedupe_key, now, account, device_id)).fetchone()
+        if why is None:
+            raise UnknownDevice("no such recipient device")
+        if not why[0] and (account, device_id) not in full:
+            full.append((account, device_id))
+    if full:
+        raise MailboxFull([DeviceRef(_aid(a), DeviceId(d)) for a, d in full])
+    if count is None or seqs.count(None) == len(seqs):
+        return seqs, False
+    sender, recipient, recipient_state = count
+    return seqs, record_send_in(conn, sender, recipient, recipient_state, now)
+
+
+def _enqueued(
+    envelopes: Sequence[OutgoingEnvelope], seqs: Sequence[int | None], now: int
+) -> Enqueued:
+    """What :func:`_enqueue` stored: each envelope that got a seq, as a fetch returns it."""
     queued: dict[DeviceRef, list[StoredEnvelope]] = {}
-    full: list[DeviceRef] = []
-    accounts: dict[AccountId, str] = {}
-    for env in envelopes:
-        account = accounts.get(env.account_id)
-        if account is None:
-            account = accounts[env.account_id] = str(env.account_id)
-        source = env.source
-        values: tuple[object, ...] = (
-            account,
-            env.device_id,
-            env.dedupe_key,
+    for env, seq in zip(envelopes, seqs, strict=True):
+        if seq is None:
+            continue
+        stored = StoredEnvelope(
+            seq,
             env.type,
-            None if source is None else str(source),
+            env.source,
             env.source_device,
             env.source_address,
             env.message_id,
             env.timestamp,
             now,
-            expires_at,
             env.body,
         )
-        row = conn.execute(insert, values if cap is None else (*values, cap)).fetchone()
         ref = DeviceRef(env.account_id, env.device_id)
-        if row is not None:
-            stored = StoredEnvelope(
-                int(row[0]),
-                env.type,
-                source,
-                env.source_device,
-                env.source_address,
-                env.message_id,
-                env.timestamp,
-                now,
-                env.body,
-            )
-            found = queued.get(ref)
-            if found is None:
-                queued[ref] = [stored]
-            else:
-                found.append(stored)
-            continue
-        if receipts:
-            continue  # the device is gone or the receipt queued: nothing to say
-        why = conn.execute(_PROBE, (env.dedupe_key, now, account, env.device_id)).fetchone()
-        if why is None:
-            if strict:
-                raise UnknownDevice("no such recipient device")
-        elif not why[0] and ref not in full:
-            full.append(ref)
-    if full:
-        raise MailboxFull(full)
+        found = queued.get(ref)
+        if found is None:
+            queued[ref] = [stored]
+        else:
+            found.append(stored)
     return Enqueued(queued, queued) if queued else Enqueued()
 
 
-def _enqueue_counted(
-    conn: sqlite3.Connection,
-    envelopes: Sequence[OutgoingEnvelope],
-    now: int,
-    expires_at: int,
-    cap: int,
-    count: SendCount | None,
-) -> tuple[Enqueued, bool]:
-    """Enqueue ``envelopes`` and, if any was new, write ``count`` (whether a conversation
-    changed is the second result)."""
-    queued = _enqueue(conn, envelopes, now=now, expires_at=expires_at, cap=cap)
-    if not queued or count is None:
-        return queued, False
-    sender, recipient = str(count.sender), str(count.recipient)
-    return queued, record_send_in(conn, sender, recipient, count.recipient_state, now)
+_Receipt = tuple[str, int, int, bytes, int]
+"""A delivery receipt :func:`_acknowledge` queued: its device's account (as stored) and device
+id, its seq, the message id and the message's client timestamp."""
 
 
 def _acknowledge(
@@ -606,41 +625,86 @@ def _acknowledge(
     now: int,
     expires_at: int,
     receipt_source_address: str | None,
-) -> Enqueued:
-    where = (str(account_id), device_id)
-    if len(seqs) == 1:
-        rows = conn.execute(_ACK_ONE, (*where, int(seqs[0]))).fetchall()
+) -> list[_Receipt]:
+    """Delete the acknowledged envelopes, record each delivered message (its dedupe key stays
+    taken) and queue its delivery receipt (see ``MailboxStore.acknowledge``).
+
+    A receipt needs no delivered record: its dedupe key is derived from a message that is
+    itself deleted and recorded here, so it is never enqueued again.
+
+    Returns:
+        The receipts queued, as plain values (the server makes the records:
+        :func:`_receipts_enqueued`).
+    """
+    account = str(account_id)
+    if len(seqs) == 1:  # the usual acknowledgement: at most one row, nothing to sort
+        row = conn.execute(_ACK_ONE, (account, device_id, int(seqs[0]))).fetchone()
+        if row is None or row[3] == RECEIPT_TYPE:
+            return []
+        conn.execute(_RECORD_DELIVERED, (account, device_id, row[1], row[2]))
+        rows = [row]
     else:
         # one statement text whatever the count (prepared once): the seqs as a JSON array
-        rows = conn.execute(_ACK, (*where, _json_ints(seqs))).fetchall()
-    if not rows:
-        return Enqueued()
-    rows.sort(key=_first_int)
-    # a receipt needs no delivered record: its dedupe key is derived from a message
-    # that is itself deleted and recorded here, so it is never enqueued again
-    conn.executemany(
-        _RECORD_DELIVERED, [(*where, r[1], r[2]) for r in rows if r[3] != RECEIPT_TYPE]
-    )
-    receipts = [
-        OutgoingEnvelope(
-            _aid(src),
-            DeviceId(int(src_dev)),
-            receipt_dedupe_key(bytes(mid), account_id, device_id),
+        deleted = conn.execute(_ACK, (account, device_id, _json_ints(seqs))).fetchall()
+        rows = [r for r in deleted if r[3] != RECEIPT_TYPE]
+        if not rows:
+            return []
+        rows.sort(key=_first_int)  # receipts in the order of the messages
+        conn.executemany(_RECORD_DELIVERED, [(account, device_id, r[1], r[2]) for r in rows])
+    receipts: list[_Receipt] = []
+    for _, _, _, _, source, source_device, message_id, timestamp in rows:
+        if source is None or source_device is None:
+            continue  # sealed sender: nobody to tell
+        inserted = conn.execute(
+            _INSERT_RECEIPT,
+            (
+                source,
+                source_device,
+                receipt_dedupe_key(message_id, account_id, device_id),
+                RECEIPT_TYPE,
+                account,
+                device_id,
+                receipt_source_address,
+                message_id,
+                timestamp,
+                now,
+                expires_at,
+                b"",
+            ),
+        ).fetchone()
+        if inserted is not None:  # else the device is gone or the receipt queued
+            receipts.append((source, source_device, inserted[0], message_id, timestamp))
+    return receipts
+
+
+def _receipts_enqueued(
+    receipts: Sequence[_Receipt],
+    account_id: AccountId,
+    device_id: DeviceId,
+    now: int,
+    receipt_source_address: str | None,
+) -> Enqueued:
+    """The receipts :func:`_acknowledge` queued, as a fetch returns them."""
+    queued: dict[DeviceRef, list[StoredEnvelope]] = {}
+    for account, device, seq, message_id, timestamp in receipts:
+        stored = StoredEnvelope(
+            int(seq),
             RECEIPT_TYPE,
             account_id,
             device_id,
             receipt_source_address,
-            bytes(mid),
-            int(ts),
+            message_id,
+            int(timestamp),
+            now,
             b"",
         )
-        for _, _, _, type_, src, src_dev, mid, ts in rows
-        if src is not None and src_dev is not None and int(type_) != RECEIPT_TYPE
-    ]
-    # a gone sender device gets no receipt
-    return _enqueue(
-        conn, receipts, now=now, expires_at=expires_at, cap=None, strict=False, receipts=True
-    )
+        ref = DeviceRef(_aid(account), DeviceId(int(device)))
+        found = queued.get(ref)
+        if found is None:
+            queued[ref] = [stored]
+        else:
+            found.append(stored)
+    return Enqueued(queued, queued) if queued else Enqueued()
 
 
 _EXPIRE_ENVELOPES = "DELETE FROM envelopes WHERE expires_at <= ? RETURNING account_id, device_id"
@@ -745,13 +809,17 @@ class _Mailboxes:
         token = (
             None if cache is None or count is None else cache.token(count.sender, count.recipient)
         )
-        queued, changed = await write_quiet(
-            self._db, _enqueue_counted, envelopes, now, expires_at, cap, count
+        rows = _insert_rows(envelopes, now, expires_at, cap)
+        counted = (
+            None
+            if count is None
+            else (str(count.sender), str(count.recipient), count.recipient_state)
         )
+        seqs, changed = await write_quiet(self._db, _enqueue, rows, now, counted)
         if changed and count is not None and cache is not None and token is not None:
             # a conversation was created or accepted: the pair's policy views follow
             cache.sent(count, token)
-        return queued
+        return _enqueued(envelopes, seqs, now)
 
     async def fetch(
         self, account_id: AccountId, device_id: DeviceId, *, after_seq: int, limit: int, now: int
@@ -787,7 +855,7 @@ class _Mailboxes:
         expires_at: int,
         receipt_source_address: str | None,
     ) -> Enqueued:
-        return await write_quiet(
+        receipts = await write_quiet(
             self._db,
             _acknowledge,
             account_id,
@@ -797,6 +865,9 @@ class _Mailboxes:
             expires_at,
             receipt_source_address,
         )
+        if not receipts:
+            return Enqueued()
+        return _receipts_enqueued(receipts, account_id, device_id, now, receipt_source_address)
 
     async def expire(self, now: int) -> int:
         return await write_quiet(self._db, _expire, now)
