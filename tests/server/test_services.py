@@ -9,8 +9,10 @@ import pytest
 
 from kurir.server.config import ConfigError, RateLimits, load_apps
 from kurir.server.errors import MismatchedDevices, Refused, StaleDevices
+from kurir.server.metrics import MessageCounts
 from kurir.server.services.accounts import AccountService, AuthedDevice
 from kurir.server.services.messages import MessageService
+from kurir.server.services.policy import Decision, Verdict
 from kurir.server.storage.memory import MemoryEngine
 from kurir.server.testing import FakeClock, SeededRng
 from kurir.server.types import AccountId, DeviceId, DeviceRef
@@ -42,8 +44,24 @@ class RevokeRecorder:
         self.devices.append(device)
 
 
+class SendHooksStub:
+    """Send hooks that give every send to another account one verdict."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        self.decision = Decision(verdict, "stub")
+        self.accepted_sends: list[tuple[AccountId, AccountId]] = []
+
+    async def admit(self, sender: AccountId, recipient: AccountId) -> Decision:
+        return self.decision
+
+    async def accepted(
+        self, sender: AccountId, recipient: AccountId, decision: Decision, woken: object
+    ) -> None:
+        self.accepted_sends.append((sender, recipient))
+
+
 class World:
-    def __init__(self) -> None:
+    def __init__(self, hooks: SendHooksStub | None = None) -> None:
         self.clock = FakeClock()
         self.engine = MemoryEngine()
         self.apps = load_apps()
@@ -59,6 +77,7 @@ class World:
             revoker=self.revoked,
         )
         self.notifier = Recorder()
+        self.counts = MessageCounts()
         self.messages = MessageService(
             self.engine.storage.accounts,
             self.engine.storage.mailboxes,
@@ -66,7 +85,21 @@ class World:
             clock=self.clock,
             mailbox_cap=10,
             envelope_ttl_ms=1000,
+            hooks=hooks,
+            tally=self.counts,
         )
+
+    async def link(self, primary: AuthedDevice, registration_id: int) -> AuthedDevice:
+        code, _ = await self.accounts.create_link_code(primary)
+        account_id, device_id = await self.accounts.link_device(
+            code=code,
+            password=PASSWORD,
+            registration_id=registration_id,
+            device_name=None,
+            host="h",
+        )
+        header = encode_basic_auth(account_id, device_id, PASSWORD)
+        return await self.accounts.authenticate(header, "host")
 
     async def register(self, address: str, registration_id: int) -> AuthedDevice:
         app = self.apps.get(address.partition(":")[0])
@@ -124,6 +157,78 @@ async def test_device_checks_raise_with_data() -> None:
     assert w.notifier.woken == []
     with pytest.raises(ValueError, match="needs"):
         MismatchedDevices([], [])
+
+
+async def test_device_checks_of_a_multi_device_account_name_every_difference() -> None:
+    w = World()
+    alice = await w.register("messenger:1", 10)
+    bob = await w.register("instagram:@bob", 20)
+    await w.link(bob, 21)
+    one, two = (
+        DeviceMessage(device=d, registration_id=r, type=1, body=b"") for d, r in ((1, 20), (2, 21))
+    )
+    three = DeviceMessage(device=3, registration_id=22, type=1, body=b"")
+    cases: list[tuple[list[DeviceMessage], type[Exception], tuple[list[int], ...]]] = [
+        ([one], MismatchedDevices, ([2], [])),
+        ([two, one, three], MismatchedDevices, ([], [3])),
+        ([one, three], MismatchedDevices, ([2], [3])),
+        ([], MismatchedDevices, ([1, 2], [])),
+        ([DeviceMessage(device=2, registration_id=1, type=1, body=b""), one], StaleDevices, ([2],)),
+    ]
+    for messages, error, data in cases:
+        with pytest.raises(error) as info:
+            await w.messages.send(alice, _send(bob, *messages))
+        if isinstance(info.value, MismatchedDevices):
+            assert (info.value.missing, info.value.extra) == data
+        else:
+            assert isinstance(info.value, StaleDevices)
+            assert (info.value.stale,) == data
+    assert w.notifier.woken == []
+    await w.messages.send(alice, _send(bob, two, one))  # any order
+    assert sorted(w.notifier.woken) == [bob.ref, DeviceRef(bob.account_id, DeviceId(2))]
+
+
+async def test_a_send_to_its_own_account_skips_the_sending_device() -> None:
+    w = World()
+    alice = await w.register("messenger:1", 10)
+    with pytest.raises(MismatchedDevices) as info:
+        await w.messages.send(
+            alice, _send(alice, DeviceMessage(device=1, registration_id=10, type=1, body=b""))
+        )
+    assert (info.value.missing, info.value.extra) == ([], [1])
+    await w.messages.send(alice, _send(alice))  # no other device: nothing to queue
+    other = await w.link(alice, 11)
+    with pytest.raises(MismatchedDevices) as info:
+        await w.messages.send(alice, _send(alice))
+    assert (info.value.missing, info.value.extra) == ([2], [])
+    await w.messages.send(
+        alice, _send(alice, DeviceMessage(device=2, registration_id=11, type=1, body=b"x"))
+    )
+    assert w.notifier.woken == [other.ref]
+
+
+@pytest.mark.parametrize("verdict", [Verdict.DELIVER, Verdict.REQUEST, Verdict.DROP])
+async def test_the_tally_counts_accepted_sends_deliveries_and_acks(verdict: Verdict) -> None:
+    hooks = SendHooksStub(verdict)
+    w = World(hooks)
+    alice = await w.register("messenger:1", 10)
+    bob = await w.register("instagram:@bob", 20)
+    copy = DeviceMessage(device=1, registration_id=20, type=1, body=b"x")
+    with pytest.raises(StaleDevices):  # refused: not counted
+        await w.messages.send(alice, _send(bob, DeviceMessage(1, 7, 1, b"")))
+    await w.messages.send(alice, _send(bob, copy))
+    await w.messages.send(alice, _send(bob, copy))  # a resend: accepted again, queues nothing
+    await w.messages.send(alice, _send(alice))  # to its own account, no other device
+    counts = w.counts
+    assert (counts.accepted, counts.queued, counts.delivered, counts.acknowledged) == (3, 2, 0, 0)
+    dropped = verdict is Verdict.DROP
+    assert hooks.accepted_sends == ([] if dropped else [(alice.account_id, bob.account_id)] * 2)
+    envelopes = await w.messages.fetch(bob.ref, after_seq=0, limit=10)
+    assert len(envelopes) == (0 if dropped else 1)
+    w.messages.handed_off(2)
+    await w.messages.acknowledge(bob, [e.seq for e in envelopes] + [99])
+    await w.messages.acknowledge(bob, [])
+    assert (counts.delivered, counts.acknowledged) == (len(envelopes) + 2, len(envelopes) + 1)
 
 
 async def test_expiry_is_explicit() -> None:

@@ -481,3 +481,41 @@ async def test_handed_over_envelopes_are_sent_only_after_the_mark(
         await sync(b, bob)
         receipts = [await recv_frame(a) for _ in range(3)]
         assert [r.seq for r in receipts if isinstance(r, Envelope)] == [1, 2, 3]
+
+
+async def _until_connected(services: Services, count: int) -> None:
+    async with asyncio.timeout(10):
+        while len(services.connections) != count:  # noqa: ASYNC110 - no event to wait on
+            await asyncio.sleep(0.005)
+
+
+async def test_partly_acknowledged_envelopes_survive_a_replacement_and_a_disconnect(
+    http: httpx.AsyncClient, server: RunningServer
+) -> None:
+    # Envelopes acknowledged in part: a replacement and a disconnect end the connection at
+    # once, every ack it received is applied, and only the rest comes again.
+    alice, bob = await _pair(http, server)
+    services: Services = server.app.state.services
+    async with online(server, alice) as a:
+        await drain(a)
+        for i in range(3):
+            await send_frame(a, send(i, bob, bytes([i + 1]) * 16, message(1, 22, b"m%d" % i)))
+            assert await recv_frame(a) == Result(i, True)
+        async with online(server, bob) as b:
+            envelopes, _ = await drain(b)
+            assert [e.seq for e in envelopes] == [1, 2, 3]
+            await send_frame(b, Ack([1]))  # 2 and 3 still due
+            await sync(b, bob)
+            async with online(server, bob) as again:  # replaces the first connection
+                assert await _closed(b) == 4001
+                assert [e.seq for e in (await drain(again))[0]] == [2, 3]
+                await send_frame(again, Ack([2]))  # 3 still due
+                await sync(again, bob)
+        await _until_connected(services, 1)  # the peer left: its connection ended
+        receipts = [await recv_frame(a) for _ in range(2)]
+        assert [r.message_id for r in receipts if isinstance(r, Envelope)] == [
+            b"\x01" * 16,
+            b"\x02" * 16,
+        ]
+    async with online(server, bob) as b:
+        assert [e.seq for e in (await drain(b))[0]] == [3]

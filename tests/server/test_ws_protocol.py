@@ -29,7 +29,7 @@ from kurir.bench.rawws import (
     handshake_request,
 )
 from kurir.server.run import bind_socket
-from kurir.server.ws_protocol import DeviceSocketProtocol
+from kurir.server.ws_protocol import RECEIVE, DeviceSocketProtocol
 
 _HANG_GUARD_S = 30  # only so that a broken protocol fails the test instead of hanging it
 
@@ -373,3 +373,35 @@ async def test_a_close_frame_after_plain_frames_ends_the_connection_cleanly() ->
             client.close()
     assert (last.opcode, last.payload) == (OP_BINARY, b"last")
     assert (reply.opcode, int.from_bytes(reply.payload[:2], "big")) == (OP_CLOSE, 1000)
+
+
+async def test_the_receive_extension_reads_every_message_then_the_disconnect() -> None:
+    """``kurir.receive`` is the protocol's own receive: the same events as Starlette's, each
+    message once and in order whether it was queued or waited for, and a reader that waited
+    keeps no settled waiter."""
+    events: list[dict[str, Any]] = []
+    waiters: list[object] = []
+
+    async def endpoint(websocket: WebSocket, protocol: _Recording) -> None:
+        receive = websocket.scope["extensions"][RECEIVE]
+        await _until(lambda: protocol.queue.qsize() >= 3)  # three queued before any read
+        while True:
+            message = await receive()
+            events.append(message)
+            waiters.append(protocol.queue._waiter)  # type: ignore[attr-defined]
+            if message["type"] == "websocket.disconnect":
+                return
+            if message["bytes"] == b"2":
+                await websocket.send_bytes(b"waiting")  # the next ones come one at a time
+
+    async with _serve(endpoint) as url, connect(url, compression=None) as ws:
+        for i in range(3):
+            await ws.send(str(i).encode())
+        assert await ws.recv() == b"waiting"
+        for i in range(3, 6):
+            await ws.send(str(i).encode())
+            await asyncio.sleep(0.01)
+    received = [e["bytes"] for e in events if e["type"] == "websocket.receive"]
+    assert received == [str(i).encode() for i in range(6)]
+    assert [e["type"] for e in events[6:]] == ["websocket.disconnect"]
+    assert waiters == [None] * 7

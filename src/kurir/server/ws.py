@@ -10,11 +10,12 @@ closing with the protocol's codes (4000 protocol error, 4001 replaced, 4003 auth
 credentials revoked by re-registration). The delivery rules themselves live in
 :mod:`kurir.server.services.messages`.
 
-An idle connection costs one task: the ASGI handler's own, reading frames. Applying acks,
-and sending envelopes when the socket cannot take them at once (or the mailbox must be read),
-run in short-lived tasks that exist only while they have work; committed envelopes that
-follow the last one sent go out at once, without a task, when the server's WebSocket protocol
-offers that (:data:`kurir.server.ws_protocol.SEND_NOW`).
+An idle connection costs one task: the ASGI handler's own, reading frames (through the
+protocol's own ``receive``, :data:`kurir.server.ws_protocol.RECEIVE`, when offered). Applying
+acks, and sending envelopes when the socket cannot take them at once (or the mailbox must be
+read), run in short-lived tasks that exist only while they have work; committed envelopes
+that follow the last one sent go out at once, without a task, when the server's WebSocket
+protocol offers that (:data:`kurir.server.ws_protocol.SEND_NOW`).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
+from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from kurir.server.context import client_host, services_of
@@ -34,7 +36,7 @@ from kurir.server.services.accounts import AuthedDevice
 from kurir.server.services.groups import GroupService
 from kurir.server.services.messages import MessageService
 from kurir.server.storage.records import StoredEnvelope
-from kurir.server.ws_protocol import SEND_NOW
+from kurir.server.ws_protocol import RECEIVE, SEND_NOW
 from kurir.wire.errors import ErrorCode, FrameError
 from kurir.wire.frames import (
     Ack,
@@ -87,6 +89,7 @@ class DeviceConnection:
         "_groups",
         "_handling",
         "_high",
+        "_loop",
         "_messages",
         "_now",
         "_outbox",
@@ -109,6 +112,9 @@ class DeviceConnection:
         self._now: Callable[[bytes], bool] | None = websocket.scope.get("extensions", {}).get(
             SEND_NOW
         )
+        # kept: ``asyncio.get_running_loop()`` (and ``asyncio.create_task``, which calls it)
+        # costs a ``getpid`` system call on CPython 3.11, and acks make a future and a task
+        self._loop = asyncio.get_running_loop()
         self._device = device
         self._messages = messages
         self._task: asyncio.Task[object] | None = None
@@ -192,7 +198,7 @@ class DeviceConnection:
 
     def _kick(self) -> None:
         if self._flusher is None and self._stop_code is None:
-            self._flusher = asyncio.create_task(self._flush())
+            self._flusher = self._loop.create_task(self._flush())
 
     async def _send(self, frame: ServerFrame) -> None:
         # a frame is written whole (no await between framing and the transport write), so
@@ -239,8 +245,13 @@ class DeviceConnection:
                 await asyncio.gather(asyncio.shield(acker), return_exceptions=True)
 
     async def _receive_loop(self) -> int | None:
+        # the socket is accepted: read past Starlette's per-message checks when the server's
+        # protocol offers its own ``receive`` (the same events, one coroutine less per frame)
+        receive: Callable[[], Awaitable[Message]] = (
+            self._ws.scope.get("extensions", {}).get(RECEIVE) or self._ws.receive
+        )
         while True:
-            message = await self._ws.receive()
+            message = await receive()
             if message["type"] == "websocket.disconnect":
                 return None
             data = message.get("bytes")
@@ -278,10 +289,10 @@ class DeviceConnection:
                     if not seqs:
                         continue
                     if not self._acks:
-                        self._acked = asyncio.get_running_loop().create_future()
+                        self._acked = self._loop.create_future()
                     self._acks.extend(seqs)
                     if self._acker is None:
-                        self._acker = asyncio.create_task(self._apply_acks())
+                        self._acker = self._loop.create_task(self._apply_acks())
                 case GroupSend():
                     acked = self._acked
                     self._handling = True

@@ -2,7 +2,7 @@
 
 This module owns how bytes move between a device's TCP connection and the ASGI application.
 It keeps uvicorn's ``websockets-sansio`` implementation (handshake, framing, close handshake,
-keepalive, the ASGI events) and changes four things that cost memory or CPU per connection:
+keepalive, the ASGI events) and changes what costs memory or CPU per connection:
 
 - **Writes are coalesced.** A ``websocket.send`` appends its frame to the ``websockets``
   protocol's output buffer, and one ``transport.write`` per event-loop iteration sends what
@@ -25,6 +25,10 @@ keepalive, the ASGI events) and changes four things that cost memory or CPU per 
   progress or before the handshake completes, goes to ``websockets`` exactly as before, always
   starting at a frame boundary, so its close handshake, errors and limits are unchanged. Our
   outgoing frames go into the same ``websockets`` output buffer as its own, so order is kept.
+- **The application may read past Starlette.** The protocol's own ``receive`` is offered as
+  the ASGI scope extension :data:`RECEIVE`, and it awaits its waiter future directly: one
+  coroutine per message instead of three (Starlette's ``WebSocket.receive``, this
+  ``receive``, the queue's ``get``).
 
 It depends on uvicorn's internals (attribute names of ``WebSocketsSansIOProtocol``), so
 pyproject.toml pins uvicorn's minor version; tests/server/test_ws_protocol.py exercises each
@@ -43,11 +47,16 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.protocol import OPEN
 from websockets.speedups import apply_mask
 
-__all__ = ["SEND_NOW", "DeviceSocketProtocol"]
+__all__ = ["RECEIVE", "SEND_NOW", "DeviceSocketProtocol"]
 
 SEND_NOW: Final = "kurir.send_now"
 """ASGI scope extension: a callable ``(data: bytes) -> bool`` that sends a binary message at
 once if it can (:meth:`DeviceSocketProtocol.send_now`)."""
+RECEIVE: Final = "kurir.receive"
+"""ASGI scope extension: the protocol's own ASGI ``receive``, for an application that has
+accepted the socket to read frames past Starlette's ``WebSocket.receive`` (its state checks
+and one coroutine per message); it yields ``websocket.receive`` events, then one
+``websocket.disconnect``."""
 _READ_HIGH_WATER: Final = 64
 """Unread messages after which reading from the socket pauses until the app catches up."""
 _FLUSH_AT: Final = 64 * 1024
@@ -60,12 +69,19 @@ _HEAD64: Final = struct.Struct("!BBQ")
 
 
 class _Inbox:
-    """The ASGI receive queue: a list while short (56 bytes empty), one waiter at most."""
+    """The ASGI receive queue: a list while short (56 bytes empty), one waiter at most.
 
-    __slots__ = ("_items", "_waiter")
+    Its waiters come from the protocol's own loop: ``asyncio.get_running_loop()`` costs a
+    ``getpid`` system call on every call (CPython 3.11 checks for a fork), and an idle
+    connection waits once per message it receives. A settled waiter is dropped at once, so
+    an idle connection keeps none.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_items", "_loop", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._items: deque[Any] | None = None
+        self._loop = loop
         self._waiter: asyncio.Future[None] | None = None
 
     def put_nowait(self, item: Any) -> None:
@@ -73,8 +89,10 @@ class _Inbox:
             self._items = deque()
         self._items.append(item)
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def qsize(self) -> int:
         return 0 if self._items is None else len(self._items)
@@ -82,17 +100,23 @@ class _Inbox:
     def empty(self) -> bool:
         return not self._items
 
-    async def get(self) -> Any:
-        while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        item = self._items.popleft()
-        if not self._items:
+    def get_nowait(self) -> Any | None:
+        """The next item, or ``None`` when there is none (items are never ``None``)."""
+        items = self._items
+        if not items:
+            return None
+        item = items.popleft()
+        if not items:
             self._items = None  # an idle connection keeps no deque
         return item
+
+    def wait(self) -> asyncio.Future[None]:
+        """A future settled by the next :meth:`put_nowait` (awaited directly: no coroutine
+        of its own per message)."""
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            waiter = self._waiter = self._loop.create_future()
+        return waiter
 
 
 class DeviceSocketProtocol(WebSocketsSansIOProtocol):
@@ -100,7 +124,7 @@ class DeviceSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.queue = _Inbox()  # type: ignore[assignment]
+        self.queue = _Inbox(self.loop)  # type: ignore[assignment]
         self._flush_scheduled = False
         self._pending = 0
         self._write_waiter: asyncio.Future[None] | None = None
@@ -207,7 +231,9 @@ class DeviceSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:  # an upgrade the application will see
-            scope["extensions"][SEND_NOW] = self.send_now
+            extensions = scope["extensions"]
+            extensions[SEND_NOW] = self.send_now
+            extensions[RECEIVE] = self.receive
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -295,8 +321,12 @@ class DeviceSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.pause_reading()
 
     async def receive(self) -> Any:
-        message = await self.queue.get()
-        if self.read_paused and self.queue.empty():
+        queue: _Inbox = self.queue  # type: ignore[assignment]
+        message = queue.get_nowait()
+        while message is None:
+            await queue.wait()
+            message = queue.get_nowait()
+        if self.read_paused and queue.empty():
             self.read_paused = False
             self.transport.resume_reading()
         return message

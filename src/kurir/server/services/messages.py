@@ -23,9 +23,9 @@ from kurir.server.storage.protocols import AccountStore, MailboxStore
 from kurir.server.storage.records import Enqueued, OutgoingEnvelope, SendCount, StoredEnvelope
 from kurir.server.types import AccountId, Clock, DeviceId, DeviceRef
 from kurir.wire.errors import ErrorCode
-from kurir.wire.frames import EnvelopeType, Send
+from kurir.wire.frames import DeviceMessage, EnvelopeType, Send
 
-__all__ = ["Counted", "Courier", "MessageService", "Notifier", "reach"]
+__all__ = ["Counted", "Courier", "MessageService", "Notifier", "Tally", "reach"]
 
 
 class Notifier(Protocol):
@@ -55,6 +55,22 @@ class Counted(Protocol):
         ...
 
 
+class Tally(Protocol):
+    """Counters the service bumps as it works (``kurir.server.metrics.MessageCounts``): plain
+    attributes, so counting costs no call and no coroutine of its own on the message path."""
+
+    accepted: int
+    """``send`` frames accepted: returned without an error (queued, dropped by policy, or
+    addressed to no other device)."""
+    queued: int
+    """Device copies in accepted ``send`` frames."""
+    delivered: int
+    """Envelopes read from mailboxes for a connection, or handed to one (:meth:`MessageService.
+    handed_off`)."""
+    acknowledged: int
+    """Seqs in applied acknowledgements."""
+
+
 def reach(notifier: Notifier, queued: Enqueued) -> None:
     """After a commit: hand the new envelopes to a :class:`Courier`, else wake each device."""
     if isinstance(notifier, Courier):
@@ -74,6 +90,8 @@ class MessageService:
         clock: Time source.
         mailbox_cap: Most envelopes per device mailbox.
         envelope_ttl_ms: Lifetime of an unacknowledged envelope.
+        hooks: Policy, counts and push around each send to another account.
+        tally: Counters to bump, if any.
     """
 
     def __init__(
@@ -86,7 +104,9 @@ class MessageService:
         mailbox_cap: int,
         envelope_ttl_ms: int,
         hooks: SendHooks | None = None,
+        tally: Tally | None = None,
     ) -> None:
+        self._tally = tally
         self._hooks = hooks  # policy (blocks, reachability), counts, push: services/delivery.py
         self._counted = hooks if isinstance(hooks, Counted) else None
         self._accounts = accounts
@@ -108,24 +128,29 @@ class MessageService:
         devices = await self._accounts.list_devices(recipient)
         if not devices:
             raise Refused(ErrorCode.UNKNOWN_ACCOUNT, "no such account")
-        own = recipient == sender.account_id
-        expected = {d.device_id: d.registration_id for d in devices}
+        account = sender.ref.account_id
+        own = recipient == account
+        expected: dict[int, int] = {d.device_id: d.registration_id for d in devices}
         if own:
-            expected.pop(sender.device_id, None)
-        given = {m.device: m for m in frame.messages}
-        missing = [d for d in expected if d not in given]
-        extra = [d for d in given if d not in expected]
-        if missing or extra:
-            raise MismatchedDevices(missing, extra)
-        stale = [d for d, m in given.items() if m.registration_id != expected[DeviceId(d)]]
-        if stale:
-            raise StaleDevices(stale)
+            expected.pop(sender.ref.device_id, None)
+        messages = frame.messages
+        # every device named once (the frame decoder checks), so as many copies as devices,
+        # each with its device's registration id, is an exact match; else say what is wrong
+        if len(messages) != len(expected) or any(
+            expected.get(m.device) != m.registration_id for m in messages
+        ):
+            _check_devices(expected, messages)
         decision = None
         if self._hooks is not None and not own:
-            decision = await self._hooks.admit(sender.account_id, recipient)
+            decision = await self._hooks.admit(account, recipient)
             if not decision.allowed:
+                self._accepted(frame)
                 return  # dropped silently: the sender sees "sent", never "delivered"
+        if not messages:
+            self._accepted(frame)
+            return
         sealed_source = EnvelopeType.UNIDENTIFIED_SENDER
+        source_device = sender.ref.device_id
         source_address = str(sender.address)
         envelopes = [
             OutgoingEnvelope(
@@ -133,20 +158,18 @@ class MessageService:
                 DeviceId(m.device),
                 frame.message_id,
                 m.type,
-                None if m.type == sealed_source else sender.account_id,
-                None if m.type == sealed_source else sender.device_id,
+                None if m.type == sealed_source else account,
+                None if m.type == sealed_source else source_device,
                 None if m.type == sealed_source else source_address,
                 frame.message_id,
                 frame.timestamp,
                 m.body,
             )
-            for m in frame.messages
+            for m in messages
         ]
-        if not envelopes:
-            return
         count = None
         if self._counted is not None and decision is not None:
-            count = self._counted.send_count(sender.account_id, recipient, decision)
+            count = self._counted.send_count(account, recipient, decision)
         now = self._clock.now_ms()
         try:
             woken = await self._mailboxes.enqueue(
@@ -159,7 +182,14 @@ class MessageService:
             raise Refused(ErrorCode.MISMATCHED_DEVICES, "the device list changed") from None
         self._reach(woken)
         if self._hooks is not None and decision is not None:
-            await self._hooks.accepted(sender.account_id, recipient, decision, woken)
+            await self._hooks.accepted(account, recipient, decision, woken)
+        self._accepted(frame)
+
+    def _accepted(self, frame: Send) -> None:
+        tally = self._tally
+        if tally is not None:
+            tally.accepted += 1
+            tally.queued += len(frame.messages)
 
     def _reach(self, queued: Enqueued) -> None:
         if self._courier is not None:
@@ -182,23 +212,32 @@ class MessageService:
             receipt_source_address=str(device.address),
         )
         self._reach(woken)
+        if self._tally is not None:
+            self._tally.acknowledged += len(seqs)
 
     async def last_seq(self, device: DeviceRef) -> int:
         """The highest seq assigned so far in the device's mailbox."""
         return await self._mailboxes.last_seq(device.account_id, device.device_id)
 
     async def fetch(self, device: DeviceRef, *, after_seq: int, limit: int) -> list[StoredEnvelope]:
-        """Read unexpired envelopes after ``after_seq``."""
-        return await self._mailboxes.fetch(
+        """Read unexpired envelopes after ``after_seq`` (for a connection to send: counted
+        as delivered)."""
+        batch = await self._mailboxes.fetch(
             device.account_id,
             device.device_id,
             after_seq=after_seq,
             limit=limit,
             now=self._clock.now_ms(),
         )
+        if self._tally is not None:
+            self._tally.delivered += len(batch)
+        return batch
 
     def handed_off(self, count: int) -> None:
-        """``count`` envelopes reached a connection without a mailbox read (for metrics)."""
+        """``count`` envelopes reached a connection without a mailbox read (counted as
+        delivered)."""
+        if self._tally is not None:
+            self._tally.delivered += count
 
     async def take_expired_count(self, device: DeviceRef) -> int:
         """How many of the device's envelopes expired unread since last asked."""
@@ -207,3 +246,20 @@ class MessageService:
     async def expire(self) -> int:
         """Delete expired envelopes now; return how many."""
         return await self._mailboxes.expire(self._clock.now_ms())
+
+
+def _check_devices(expected: dict[int, int], messages: Sequence[DeviceMessage]) -> None:
+    """Raise what is wrong with a send's device set (Signal's 409 before 410).
+
+    Raises:
+        MismatchedDevices: Devices missing from ``messages``, or named but not expected.
+        StaleDevices: Devices whose registration id is not the expected one.
+    """
+    given = {m.device: m for m in messages}
+    missing = [d for d in expected if d not in given]
+    extra = [d for d in given if d not in expected]
+    if missing or extra:
+        raise MismatchedDevices(missing, extra)
+    stale = [d for d, m in given.items() if m.registration_id != expected[d]]
+    if stale:
+        raise StaleDevices(stale)

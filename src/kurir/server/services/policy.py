@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
 from kurir.server.config import AppCatalogue
 from kurir.server.errors import Refused
@@ -40,6 +40,7 @@ from kurir.wire.address import Address
 from kurir.wire.errors import ErrorCode
 
 __all__ = [
+    "CachedPolicyViews",
     "Decision",
     "GroupAddPolicy",
     "PolicyService",
@@ -76,6 +77,17 @@ class Decision:
         return self.verdict is not Verdict.DROP
 
 
+# every decision there is, made once (they are frozen): one per send otherwise
+_OWN_ACCOUNT: Final = Decision(Verdict.DELIVER, "own account")
+_BLOCKED: Final = Decision(Verdict.DROP, "blocked")
+_DECLINED: Final = Decision(Verdict.DROP, "declined")
+_ACCEPTED: Final = Decision(Verdict.DELIVER, "accepted")
+_CONTACT: Final = Decision(Verdict.DELIVER, "contact")
+_UNREACHABLE: Final = {r: Decision(Verdict.DROP, f"reachability {r.value}") for r in Reachability}
+_STRANGER: Final = Decision(Verdict.REQUEST, "stranger")
+_UNKNOWN_ACCOUNT: Final = Decision(Verdict.DROP, "unknown account")
+
+
 def decide(
     *,
     same_account: bool,
@@ -96,16 +108,16 @@ def decide(
         is_contact: The sender is in the recipient's uploaded address book.
     """
     if same_account:
-        return Decision(Verdict.DELIVER, "own account")
+        return _OWN_ACCOUNT
     if blocked:
-        return Decision(Verdict.DROP, "blocked")
+        return _BLOCKED
     if state is ConversationState.DECLINED:
-        return Decision(Verdict.DROP, "declined")
+        return _DECLINED
     if state is ConversationState.ACCEPTED or is_contact:
-        return Decision(Verdict.DELIVER, "accepted" if state else "contact")
+        return _ACCEPTED if state else _CONTACT
     if not same_app and reachability is not Reachability.EVERYONE:
-        return Decision(Verdict.DROP, f"reachability {reachability.value}")
-    return Decision(Verdict.REQUEST, "stranger")
+        return _UNREACHABLE[reachability]
+    return _STRANGER
 
 
 def contact_keys(address: Address, catalogue: AppCatalogue) -> list[str]:
@@ -116,6 +128,19 @@ def contact_keys(address: Address, catalogue: AppCatalogue) -> list[str]:
     if app is not None and app.identifier_kind.value == "phone":
         keys.append(address.identifier)
     return keys
+
+
+@runtime_checkable
+class CachedPolicyViews(Protocol):
+    """A metadata store that can answer a policy view from memory without a coroutine
+    (``kurir.server.storage.sqlite_cache.CachedMetadataStore``): :meth:`PolicyService.
+    may_reach` runs once per send, and most of its views are cached."""
+
+    def cached_policy_view(
+        self, owner: AccountId, peer: AccountId, peer_keys: Sequence[str]
+    ) -> PolicyView | None:
+        """The view ``policy_view`` would return, if it is at hand; else ``None``."""
+        ...
 
 
 class SendHooks(Protocol):
@@ -158,13 +183,15 @@ class PolicyService:
     ) -> None:
         self._store = store
         self._views = store if isinstance(store, PolicyViewReader) else None  # checked once
+        self._cached = store if isinstance(store, CachedPolicyViews) else None
         self._accounts = accounts
         self._catalogue = catalogue
         self.default_reachability = default_reachability
         self._clock = clock
-        self._addresses: dict[AccountId, Address] = {}
+        # by ``UUID.int``: a UUID hashes in Python code, and may_reach runs once per send
+        self._addresses: dict[int, Address] = {}
         # the address-book keys naming each sender, derived from its (permanent) address
-        self._keys: dict[AccountId, tuple[str, ...]] = {}
+        self._keys: dict[int, tuple[str, ...]] = {}
 
     async def resolve(self, address: Address) -> AccountId | None:
         """The account registered at ``address``, or ``None``."""
@@ -177,7 +204,7 @@ class PolicyService:
         Cached: an account keeps its address for good (re-registration keeps the id, and
         accounts are never deleted), so the send path reads it once per account.
         """
-        address = self._addresses.get(account_id)
+        address = self._addresses.get(account_id.int)
         if address is not None:
             return address
         account = await self._accounts.get_account(account_id)
@@ -185,7 +212,7 @@ class PolicyService:
             return None
         if len(self._addresses) >= _MAX_CACHED_ADDRESSES:
             self._addresses.pop(next(iter(self._addresses)))
-        self._addresses[account_id] = account.address
+        self._addresses[account_id.int] = account.address
         return account.address
 
     async def is_blocked(self, owner: AccountId, target: AccountId) -> bool:
@@ -197,22 +224,26 @@ class PolicyService:
 
         Unknown accounts get ``DROP`` (reason ``unknown account``).
         """
-        if sender == recipient:
-            return Decision(Verdict.DELIVER, "own account")
-        sender_address = await self.address_of(sender)
-        recipient_address = await self.address_of(recipient)
+        if sender.int == recipient.int:
+            return _OWN_ACCOUNT
+        # the cached addresses and views without a coroutine each: once per send
+        sender_address = self._addresses.get(sender.int) or await self.address_of(sender)
+        recipient_address = self._addresses.get(recipient.int) or await self.address_of(recipient)
         if sender_address is None or recipient_address is None:
-            return Decision(Verdict.DROP, "unknown account")
-        keys = self._keys.get(sender)
+            return _UNKNOWN_ACCOUNT
+        keys = self._keys.get(sender.int)
         if keys is None:
             keys = tuple(contact_keys(sender_address, self._catalogue))
             if len(self._keys) >= _MAX_CACHED_ADDRESSES:
                 self._keys.pop(next(iter(self._keys)))
-            self._keys[sender] = keys
-        if self._views is not None:
-            view = await self._views.policy_view(recipient, sender, keys)
-        else:
-            view = await self._slow_view(recipient, sender, keys)
+            self._keys[sender.int] = keys
+        cached = self._cached
+        view = None if cached is None else cached.cached_policy_view(recipient, sender, keys)
+        if view is None:
+            if self._views is not None:
+                view = await self._views.policy_view(recipient, sender, keys)
+            else:
+                view = await self._slow_view(recipient, sender, keys)
         return decide(
             same_account=False,
             same_app=sender_address.app == recipient_address.app,
