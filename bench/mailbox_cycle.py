@@ -11,8 +11,14 @@ process (the event loop, pickling the calls and their outcomes) and of the SQLit
 process (from ``/proc``, Linux only; on a tree whose writer is still a thread of this process,
 that thread's CPU, then included in the first figure too).
 
+Message ids are made as kurir's client makes them (``--ids time``: the sending time first,
+:mod:`kurir.wire.message_id`) or as 16 random bytes (``--ids random``); the writer's I/O per
+cycle (bytes written and read, write calls: the WAL and its checkpoints) shows what that does
+to the delivery records' table as it grows (docs/performance.md, "Session 5").
+
     .venv/bin/python bench/mailbox_cycle.py
     .venv/bin/python bench/mailbox_cycle.py --senders 100 --messages 200
+    .venv/bin/python bench/mailbox_cycle.py --messages 3000 --ids random
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from kurir.server.storage.records import NewDevice, OutgoingEnvelope, SendCount
 from kurir.server.storage.sqlite import SqliteEngine
 from kurir.server.types import AccountId, DeviceId
 from kurir.wire.address import Address
+from kurir.wire.message_id import new_message_id
 
 _FAR = 10**15
 _D1 = DeviceId(1)
@@ -41,6 +48,15 @@ _D1 = DeviceId(1)
 def _cpu_s(stat_path: str) -> float:
     fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _writer_io(engine: SqliteEngine) -> tuple[int, int, int]:
+    """Bytes written, write calls and bytes read by the writer process so far (``/proc``)."""
+    pid = getattr(engine._db, "writer_pid", None)
+    if pid is None:
+        return 0, 0, 0
+    io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(io["wchar"]), int(io["syscw"]), int(io["rchar"])
 
 
 def _writer_cpu_s(engine: SqliteEngine) -> float:
@@ -56,14 +72,22 @@ def _writer_cpu_s(engine: SqliteEngine) -> float:
 
 
 async def _sender(
-    storage: Storage, me: AccountId, peers: list[AccountId], rng: random.Random, messages: int
+    storage: Storage,
+    me: AccountId,
+    peers: list[AccountId],
+    rng: random.Random,
+    messages: int,
+    time_ids: bool,
 ) -> None:
     mailboxes = storage.mailboxes
     for _ in range(messages):
         peer = rng.choice(peers)
         while peer == me:
             peer = rng.choice(peers)
-        message_id = uuid.UUID(int=rng.getrandbits(128)).bytes
+        if time_ids:
+            message_id = new_message_id(time.time_ns() // 1_000_000, rng.randbytes)
+        else:
+            message_id = rng.randbytes(16)
         envelope = OutgoingEnvelope(
             peer, _D1, message_id, 1, me, _D1, None, message_id, 1, rng.randbytes(200)
         )
@@ -89,7 +113,7 @@ async def _sender(
             )
 
 
-async def _run(senders: int, messages: int) -> None:
+async def _run(senders: int, messages: int, time_ids: bool) -> None:
     engine = SqliteEngine.open(Path(tempfile.mkdtemp(prefix="kurir-cycle-")) / "k.db")
     storage = engine.storage
     rng = random.Random(1)
@@ -103,11 +127,16 @@ async def _run(senders: int, messages: int) -> None:
                 now=1,
             )
         )
+    io_0 = _writer_io(engine)
     writer_0, cpu_0, wall_0 = _writer_cpu_s(engine), time.process_time(), time.perf_counter()
     await asyncio.gather(
-        *(_sender(storage, me, ids, random.Random(i), messages) for i, me in enumerate(ids))
+        *(
+            _sender(storage, me, ids, random.Random(i), messages, time_ids)
+            for i, me in enumerate(ids)
+        )
     )
     wall = time.perf_counter() - wall_0
+    written, writes, read = (b - a for a, b in zip(io_0, _writer_io(engine), strict=True))
     cpu, writer = time.process_time() - cpu_0, _writer_cpu_s(engine) - writer_0
     separate = getattr(engine._db, "writer_pid", None) is not None
     total = cpu + writer if separate else cpu
@@ -117,7 +146,9 @@ async def _run(senders: int, messages: int) -> None:
         f"{cycles} cycles in {wall:.2f} s: {cycles / wall:,.0f} cycles/s;"
         f" CPU per cycle: all {total / cycles * 1e6:.0f} us,"
         f" writer {writer / cycles * 1e6:.0f} us,"
-        f" the rest {(total - writer) / cycles * 1e6:.0f} us"
+        f" the rest {(total - writer) / cycles * 1e6:.0f} us;"
+        f" the writer wrote {written / cycles / 1024:.1f} KiB per cycle"
+        f" ({writes / cycles:.1f} calls) and read {read / cycles / 1024:.1f} KiB"
     )
 
 
@@ -126,8 +157,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--senders", type=int, default=100, help="concurrent senders (100)")
     parser.add_argument("--messages", type=int, default=200, help="cycles per sender (200)")
+    parser.add_argument(
+        "--ids",
+        choices=("time", "random"),
+        default="time",
+        help="message ids: sending time first, as kurir's client makes them, or random (time)",
+    )
     args = parser.parse_args()
-    asyncio.run(_run(args.senders, args.messages))
+    asyncio.run(_run(args.senders, args.messages, args.ids == "time"))
 
 
 if __name__ == "__main__":
