@@ -8,7 +8,7 @@ committed); reads go to the reader connection. The SQL stays portable to Postgre
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -584,32 +584,40 @@ def _enqueue(
     return seqs, record_send_in(conn, sender, recipient, recipient_state, now)
 
 
+def _by_device(stored: Iterable[tuple[DeviceRef, StoredEnvelope]]) -> Enqueued:
+    """New envelopes grouped by device, the devices in first-enqueue order."""
+    queued: dict[DeviceRef, list[StoredEnvelope]] = {}
+    for ref, envelope in stored:
+        found = queued.get(ref)
+        if found is None:
+            queued[ref] = [envelope]
+        else:
+            found.append(envelope)
+    return Enqueued(queued, queued) if queued else Enqueued()
+
+
 def _enqueued(
     envelopes: Sequence[OutgoingEnvelope], seqs: Sequence[int | None], now: int
 ) -> Enqueued:
     """What :func:`_enqueue` stored: each envelope that got a seq, as a fetch returns it."""
-    queued: dict[DeviceRef, list[StoredEnvelope]] = {}
-    for env, seq in zip(envelopes, seqs, strict=True):
-        if seq is None:
-            continue
-        stored = StoredEnvelope(
-            seq,
-            env.type,
-            env.source,
-            env.source_device,
-            env.source_address,
-            env.message_id,
-            env.timestamp,
-            now,
-            env.body,
+    return _by_device(
+        (
+            DeviceRef(env.account_id, env.device_id),
+            StoredEnvelope(
+                seq,
+                env.type,
+                env.source,
+                env.source_device,
+                env.source_address,
+                env.message_id,
+                env.timestamp,
+                now,
+                env.body,
+            ),
         )
-        ref = DeviceRef(env.account_id, env.device_id)
-        found = queued.get(ref)
-        if found is None:
-            queued[ref] = [stored]
-        else:
-            found.append(stored)
-    return Enqueued(queued, queued) if queued else Enqueued()
+        for env, seq in zip(envelopes, seqs, strict=True)
+        if seq is not None
+    )
 
 
 _Receipt = tuple[str, int, int, bytes, int]
@@ -685,26 +693,23 @@ def _receipts_enqueued(
     receipt_source_address: str | None,
 ) -> Enqueued:
     """The receipts :func:`_acknowledge` queued, as a fetch returns them."""
-    queued: dict[DeviceRef, list[StoredEnvelope]] = {}
-    for account, device, seq, message_id, timestamp in receipts:
-        stored = StoredEnvelope(
-            int(seq),
-            RECEIPT_TYPE,
-            account_id,
-            device_id,
-            receipt_source_address,
-            message_id,
-            int(timestamp),
-            now,
-            b"",
+    return _by_device(
+        (
+            DeviceRef(_aid(account), DeviceId(int(device))),
+            StoredEnvelope(
+                int(seq),
+                RECEIPT_TYPE,
+                account_id,
+                device_id,
+                receipt_source_address,
+                message_id,
+                int(timestamp),
+                now,
+                b"",
+            ),
         )
-        ref = DeviceRef(_aid(account), DeviceId(int(device)))
-        found = queued.get(ref)
-        if found is None:
-            queued[ref] = [stored]
-        else:
-            found.append(stored)
-    return Enqueued(queued, queued) if queued else Enqueued()
+        for account, device, seq, message_id, timestamp in receipts
+    )
 
 
 _EXPIRE_ENVELOPES = "DELETE FROM envelopes WHERE expires_at <= ? RETURNING account_id, device_id"
