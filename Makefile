@@ -6,10 +6,10 @@ HARNESS := tests/interop/harness
 
 .PHONY: demo serve test lint typecheck check clean services
 
-$(BIN)/kurir: pyproject.toml
+$(BIN)/kurir: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 $(HARNESS)/node_modules/.stamp: $(HARNESS)/package.json $(HARNESS)/package-lock.json

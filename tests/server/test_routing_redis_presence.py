@@ -100,3 +100,23 @@ async def test_a_recheck_request_rechecks_that_accounts_connections_only(
     assert not held_other.revoked.is_set()
     assert not held_same.revoked.is_set()
     assert await two.connected([gone, kept]) == {kept}
+
+
+async def test_a_late_revocation_is_rechecked_not_applied_blindly(
+    nodes: Callable[[], RedisRouter],
+) -> None:
+    # A revocation that arrives after the account connected again with its new credentials
+    # (its publish was retried once the other node had Redis back) must not close that
+    # connection: the check, which reads the database, decides.
+    one, two = await start(nodes()), await start(nodes())
+    current, stale = a_device(), a_device()
+    check = RecordingCheck({stale})
+    two.recheck_after_resubscribe(check)
+    held_current = await registered(two, current)
+    held_stale = await registered(two, stale)
+    one.revoke_account(current.account_id)
+    one.revoke_device(stale)
+    await until(held_stale.revoked)
+    assert check.seen == [[current], [stale]]
+    assert not held_current.revoked.is_set()
+    assert await two.connected([current]) == {current}

@@ -29,7 +29,7 @@ __all__ = [
 
 INSTALL_HINT: Final = (
     "plotting needs matplotlib, in kurir's optional 'bench' extra: "
-    "pip install -e '.[bench]' (from the repository), or pass --no-plot"
+    "pip install -c constraints.txt -e '.[bench]' (from the repository), or pass --no-plot"
 )
 
 

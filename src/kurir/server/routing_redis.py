@@ -307,6 +307,21 @@ class RedisRouter:
             self._registered.discard(connection_id)
             holder.connection.replace()
 
+    def _revoked_elsewhere(self, account_id: AccountId, device: DeviceRef | None) -> None:
+        """Apply another node's revocation of an account (``device`` None) or a device.
+
+        With a credential check (:meth:`recheck_after_resubscribe`) the account's connections
+        here are re-checked against the database rather than closed: a revocation can arrive
+        late (a publish retried after its node lost Redis for a while), after the account
+        connected again with its new credentials, and that connection must stay.
+        """
+        if self._recheck is not None:
+            self._start_recheck(account_id)
+        elif device is None:
+            self._revoke_local_account(account_id)
+        else:
+            self._revoke_local_device(device)
+
     def _wake_all_local(self) -> None:
         for holder in list(self._local.values()):
             holder.connection.wake()
@@ -323,9 +338,9 @@ class RedisRouter:
                     case ["r", account, device, connection_id]:
                         self._replace_local(_ref(account, device), connection_id)
                     case ["ra", origin, account] if origin != self.node_id:
-                        self._revoke_local_account(AccountId(UUID(account)))
+                        self._revoked_elsewhere(AccountId(UUID(account)), None)
                     case ["rd", origin, account, device] if origin != self.node_id:
-                        self._revoke_local_device(_ref(account, device))
+                        self._revoked_elsewhere(AccountId(UUID(account)), _ref(account, device))
                     case ["ca", origin, account] if origin != self.node_id:
                         self._start_recheck(AccountId(UUID(account)))
                     case _:
@@ -468,7 +483,7 @@ class RedisRouter:
             finally:
                 self.subscribed.clear()
                 with contextlib.suppress(*_FAILURES):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             await asyncio.sleep(self._poll_s)
 
     async def _tick(self) -> None:

@@ -211,10 +211,11 @@ class AccountService:
             device=device,
             now=self._clock.now_ms(),
         )
+        # re-registration replaced every device: old connections must not receive new mail
+        # (at once, before any await: a connection made meanwhile has the new credentials)
+        self._revoker.revoke_account(account_id)
         # codes made by the replaced devices must not add devices to the new registration
         await self._codes.discard_owner(_LINK, account_id)
-        # re-registration replaced every device: old connections must not receive new mail
-        self._revoker.revoke_account(account_id)
         return account_id
 
     async def authenticate(self, header: str | None, host: str) -> AuthedDevice:
