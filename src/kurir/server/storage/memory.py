@@ -339,7 +339,7 @@ class _Mailboxes:
                 OutgoingEnvelope(
                     env.source,
                     env.source_device,
-                    receipt_dedupe_key(env.message_id, account_id, device_id),
+                    receipt_dedupe_key(env.message_id, account_id.bytes, device_id),
                     RECEIPT_TYPE,
                     account_id,
                     device_id,

@@ -155,7 +155,7 @@ async def _delete_acknowledged(conn: Conn, acks: list[_Ack]) -> list[_Request]:
                 OutgoingEnvelope(
                     AccountId(src),
                     DeviceId(int(src_dev)),
-                    receipt_dedupe_key(message_id, op.device.account_id, op.device.device_id),
+                    receipt_dedupe_key(message_id, op.device.account_id.bytes, op.device.device_id),
                     RECEIPT_TYPE,
                     op.device.account_id,
                     op.device.device_id,

@@ -193,11 +193,10 @@ RECEIPT_TYPE = 5
 """Envelope type of a server delivery receipt (Signal's SERVER_DELIVERY_RECEIPT)."""
 
 
-def receipt_dedupe_key(
-    message_id: bytes, acker_account: AccountId, acker_device: DeviceId
-) -> bytes:
-    """The dedupe key of the receipt for ``message_id`` acknowledged by one device.
+def receipt_dedupe_key(message_id: bytes, acker_account: bytes, acker_device: DeviceId) -> bytes:
+    """The dedupe key of the receipt for ``message_id`` acknowledged by one device, whose
+    account id's 16 bytes are ``acker_account``.
 
     Longer than any client message id, so it never collides with one.
     """
-    return b"r" + message_id + acker_account.bytes + acker_device.to_bytes(4, "big")
+    return b"r" + message_id + acker_account + acker_device.to_bytes(4, "big")

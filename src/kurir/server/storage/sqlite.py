@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
 from kurir.server.storage.codes_sqlite import SqliteCodeStore
@@ -73,6 +73,39 @@ _DROP_ACCOUNT_MAILBOXES = (
 
 def _aid(value: object) -> AccountId:
     return AccountId(UUID(str(value)))
+
+
+_TEXT_CACHE_MAX: Final = 100_000
+_texts: dict[int, str] = {}
+_ids: dict[str, AccountId] = {}
+
+
+def _text(account_id: UUID) -> str:
+    """An account id as the mailbox tables store it (its canonical text).
+
+    The message path formats the same few ids over and over, and ``str(UUID)`` runs in
+    Python; here each id is formatted once and then found by its integer (a probe in C).
+    The memo holds at most :data:`_TEXT_CACHE_MAX` ids (then it starts again): a pure
+    function's results, nothing that could be stale.
+    """
+    key = account_id.int
+    text = _texts.get(key)
+    if text is None:
+        if len(_texts) >= _TEXT_CACHE_MAX:
+            _texts.clear()
+        text = _texts[key] = str(account_id)
+    return text
+
+
+def _stored_aid(text: str) -> AccountId:
+    """:func:`_aid` of an account id read from the mailbox tables, parsed once per id (the
+    inverse of :func:`_text`, memoised the same way)."""
+    found = _ids.get(text)
+    if found is None:
+        if len(_ids) >= _TEXT_CACHE_MAX:
+            _ids.clear()
+        found = _ids[text] = _aid(text)
+    return found
 
 
 def _device(row: Any) -> DeviceRecord:
@@ -519,19 +552,16 @@ def _insert_rows(
     """The envelopes as :func:`_enqueue` takes them: its statement's parameters, made in the
     server so that the writer unpickles only plain values (no records or UUIDs to rebuild)
     and formats no account id."""
-    text: dict[AccountId, str] = {}  # each account id formatted once
     rows: list[_InsertRow] = []
     for env in envelopes:
-        account, source = env.account_id, env.source
+        source = env.source
         rows.append(
             (
-                text.get(account) or text.setdefault(account, str(account)),
+                _text(env.account_id),
                 env.device_id,
                 env.dedupe_key,
                 env.type,
-                None
-                if source is None
-                else text.get(source) or text.setdefault(source, str(source)),
+                None if source is None else _text(source),
                 env.source_device,
                 env.source_address,
                 env.message_id,
@@ -627,7 +657,8 @@ id, its seq, the message id and the message's client timestamp."""
 
 def _acknowledge(
     conn: sqlite3.Connection,
-    account_id: AccountId,
+    account: str,
+    account_bytes: bytes,
     device_id: DeviceId,
     seqs: Sequence[int],
     now: int,
@@ -640,11 +671,13 @@ def _acknowledge(
     A receipt needs no delivered record: its dedupe key is derived from a message that is
     itself deleted and recorded here, so it is never enqueued again.
 
+    The acknowledging account comes as its stored text and its 16 bytes (for the receipts'
+    dedupe keys), so the writer rebuilds no UUID.
+
     Returns:
         The receipts queued, as plain values (the server makes the records:
         :func:`_receipts_enqueued`).
     """
-    account = str(account_id)
     if len(seqs) == 1:  # the usual acknowledgement: at most one row, nothing to sort
         row = conn.execute(_ACK_ONE, (account, device_id, int(seqs[0]))).fetchone()
         if row is None or row[3] == RECEIPT_TYPE:
@@ -668,7 +701,7 @@ def _acknowledge(
             (
                 source,
                 source_device,
-                receipt_dedupe_key(message_id, account_id, device_id),
+                receipt_dedupe_key(message_id, account_bytes, device_id),
                 RECEIPT_TYPE,
                 account,
                 device_id,
@@ -695,7 +728,7 @@ def _receipts_enqueued(
     """The receipts :func:`_acknowledge` queued, as a fetch returns them."""
     return _by_device(
         (
-            DeviceRef(_aid(account), DeviceId(int(device))),
+            DeviceRef(_stored_aid(account), DeviceId(int(device))),
             StoredEnvelope(
                 int(seq),
                 RECEIPT_TYPE,
@@ -818,7 +851,7 @@ class _Mailboxes:
         counted = (
             None
             if count is None
-            else (str(count.sender), str(count.recipient), count.recipient_state)
+            else (_text(count.sender), _text(count.recipient), count.recipient_state)
         )
         seqs, changed = await write_quiet(self._db, _enqueue, rows, now, counted)
         if changed and count is not None and cache is not None and token is not None:
@@ -863,7 +896,8 @@ class _Mailboxes:
         receipts = await write_quiet(
             self._db,
             _acknowledge,
-            account_id,
+            _text(account_id),
+            account_id.bytes,
             device_id,
             seqs,
             now,
