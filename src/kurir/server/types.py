@@ -39,6 +39,11 @@ class DeviceRef:
     account_id: AccountId
     device_id: DeviceId
 
+    def __hash__(self) -> int:
+        # what the generated hash would be, less a Python-level UUID.__hash__ per call: refs
+        # key the registry and every enqueue's result, several lookups per message
+        return hash((self.account_id.int, self.device_id))
+
 
 class Clock(Protocol):
     """Wall-clock time in milliseconds since the Unix epoch."""
