@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
+
+from kurir.bench.instructions import callgrind_available
 from kurir.bench.load import LoadOptions, run_load
 
 
@@ -41,3 +44,27 @@ def test_fixed_rate_phase_offers_its_rate(tmp_path: Path) -> None:
     # the schedule is open-loop and exact: each worker makes every send scheduled in its 1.5 s
     assert result.sent == 2 * math.ceil(1.5 * 25)
     assert result.undelivered == 0
+
+
+def test_callgrind_counts_the_server_and_its_writer_inside_the_window(tmp_path: Path) -> None:
+    if not callgrind_available():
+        pytest.skip("valgrind is not installed")
+    options = LoadOptions(
+        devices=4,
+        rates=(None,),
+        duration_s=2.0,
+        warmup_s=0.5,
+        data_dir=tmp_path / "data",
+        callgrind=tmp_path,
+    )
+
+    [result] = run_load(options)
+
+    assert result.errors == {}
+    assert result.delivered > 0
+    counts = result.instructions_per_message
+    assert counts is not None
+    assert set(counts) == {"server", "writer"}
+    # a delivered message costs each process far more than nothing and far less than a
+    # second of work (about 0.4 to 0.5 million instructions each, measured)
+    assert all(10_000 < n < 1e9 for n in counts.values()), counts

@@ -38,6 +38,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final
 
+from kurir.bench.instructions import InstructionCounter, wrapper
 from kurir.bench.procs import (
     ServerProcess,
     cpu_percent,
@@ -113,6 +114,8 @@ class PhaseResult:
         generator_max_lag_ms: How late the generator sent against its schedule (fixed rate).
         load_avg_1m: The machine's 1-minute load average at the end of the window: above
             about 2 on this 2-core machine, something else competed for the CPUs.
+        instructions_per_message: With ``--callgrind``: instructions executed in the
+            window per message delivered in it, by process (``server``, ``writer``).
     """
 
     server: str
@@ -134,6 +137,7 @@ class PhaseResult:
     generator_cpu_pct: float
     generator_max_lag_ms: float
     load_avg_1m: float = 0.0
+    instructions_per_message: dict[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +171,8 @@ class LoadOptions:
         redis: ``redis://...`` shared by the nodes (required when ``nodes`` > 1).
         nodes: ``kurir serve`` processes sharing ``database`` and ``redis``.
         pin_cpus: Start the server with ``--pin-cpus`` (SQLite only).
+        callgrind: Run the server under callgrind, writing there, and count its instructions
+            per delivered message in each window (:mod:`kurir.bench.instructions`; one node).
     """
 
     devices: int = 100
@@ -182,6 +188,7 @@ class LoadOptions:
     redis: str | None = None
     nodes: int = 1
     pin_cpus: bool = False
+    callgrind: Path | None = None
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -190,6 +197,8 @@ class LoadOptions:
             raise ValueError("several nodes need a database and redis")
         if self.pin_cpus and self.database is not None:
             raise ValueError("--pin-cpus is for the SQLite engine")
+        if self.callgrind is not None and self.nodes > 1:
+            raise ValueError("instructions are counted for one node")
 
 
 def percentiles(latencies_ns: Sequence[int]) -> LatencySummary | None:
@@ -380,6 +389,7 @@ def run_phase(
     *,
     label_server: str = "kurir",
     more_servers: Sequence[ServerProcess] = (),
+    counter: InstructionCounter | None = None,
 ) -> PhaseResult:
     share = None if rate is None else rate / len(workers.conns)
     spec = PhaseSpec(
@@ -404,6 +414,8 @@ def run_phase(
 
     sleep_until(spec.count_from_ns)
     server_pids = family([server.pid, *(s.pid for s in more_servers)])  # with their writers
+    if counter is not None:
+        counter.open_window(server_pids)
     server_before = cpu_total(server_pids)
     gen_before = cpu_total(workers.pids)
     peak = sum(rss_bytes(pid) for pid in server_pids)
@@ -414,6 +426,7 @@ def run_phase(
     server_after = cpu_total(server_pids)
     gen_after = cpu_total(workers.pids)
     load_avg = os.getloadavg()[0]
+    counted = None if counter is None else counter.close_window(server_pids)
     deadline = time.monotonic() + options.drain_s
     while time.monotonic() < deadline:
         sent, accepted = workers.total(C_SENT), workers.total(C_ACCEPTED)
@@ -430,6 +443,7 @@ def run_phase(
             errors_by_code[code] = errors_by_code.get(code, 0) + n
     accepted = sum(s.accepted for s in stats)
     delivered = sum(s.delivered for s in stats)
+    in_window = sum(s.delivered_in_window for s in stats)
     return PhaseResult(
         server=label_server,
         devices=workers.total(C_CONNECTED),
@@ -440,7 +454,7 @@ def run_phase(
         accepted=accepted,
         delivered=delivered,
         accepted_per_s=sum(s.accepted_in_window for s in stats) / options.duration_s,
-        delivered_per_s=sum(s.delivered_in_window for s in stats) / options.duration_s,
+        delivered_per_s=in_window / options.duration_s,
         receipts=sum(s.receipts for s in stats),
         undelivered=max(0, accepted - delivered),
         errors=errors_by_code,
@@ -450,6 +464,12 @@ def run_phase(
         generator_cpu_pct=cpu_percent(gen_before, gen_after),
         generator_max_lag_ms=max(s.max_lag_ns for s in stats) / 1e6,
         load_avg_1m=load_avg,
+        instructions_per_message=None
+        if counted is None
+        else {
+            "server" if pid == server.pid else "writer": n / max(in_window, 1)
+            for pid, n in counted.items()
+        },
     )
 
 
@@ -490,7 +510,12 @@ def run_load(
                     extra += ("--redis", options.redis, "--node-id", node_ids[n])
                 node_dir = data_dir if options.nodes == 1 else data_dir / f"node-{n + 1}"
                 node_dir.mkdir(parents=True, exist_ok=True)
-                servers.append(start_kurir_server(node_dir, extra_args=extra))
+                wrap = () if options.callgrind is None else wrapper(options.callgrind)
+                servers.append(
+                    start_kurir_server(
+                        node_dir, extra_args=extra, wrapper=wrap, timeout_s=600.0 if wrap else 60.0
+                    )
+                )
             server, more = servers[0], servers[1:]
             devices = _register(server, options.devices, progress)
             workers = _raw_workers(
@@ -499,9 +524,17 @@ def run_load(
             workers.wait_ready(len(devices), progress)
             if server_ready is not None:
                 server_ready(server.pid)
+            counter = None if options.callgrind is None else InstructionCounter(options.callgrind)
             for phase_id, rate in enumerate(options.rates, 1):
                 result = run_phase(
-                    server, workers, options, phase_id, rate, progress, more_servers=more
+                    server,
+                    workers,
+                    options,
+                    phase_id,
+                    rate,
+                    progress,
+                    more_servers=more,
+                    counter=counter,
                 )
                 if not all(s.alive() for s in servers):
                     raise RuntimeError("a server exited during the run")

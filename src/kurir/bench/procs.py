@@ -187,6 +187,7 @@ def start_kurir_server(
     timeout_s: float = 60.0,
     variants: tuple[str, ...] = (),
     extra_args: tuple[str, ...] = (),
+    wrapper: tuple[str, ...] = (),
 ) -> ServerProcess:
     """Start ``python -m kurir.cli.main serve --data-dir DATA_DIR --port PORT`` on 127.0.0.1.
 
@@ -195,7 +196,8 @@ def start_kurir_server(
     ``variants``, :mod:`kurir.bench.variant_server` runs instead: the same server with the
     named experimental changes, to measure a recommended change before it is made.
     ``extra_args`` are appended to its command line (e.g. ``--database``, ``--redis``,
-    ``--node-id`` for one of several nodes).
+    ``--node-id`` for one of several nodes). ``wrapper`` is put before the interpreter (a
+    valgrind command line: :mod:`kurir.bench.instructions`).
 
     Raises:
         RuntimeError: It exited or did not announce its port within ``timeout_s``.
@@ -206,6 +208,7 @@ def start_kurir_server(
         program = ["kurir.cli.main", "serve"]
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [
+            *wrapper,
             sys.executable,
             "-m",
             *program,

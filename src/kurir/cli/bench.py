@@ -84,6 +84,15 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         help="record the server with py-spy during the phases (collapsed stacks) and summarise",
     )
     parser.add_argument(
+        "--callgrind",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run the server under valgrind's callgrind (files in DIR) and report the "
+        "instructions it executes per delivered message: comparable across runs on a noisy "
+        "machine, about 50x slower",
+    )
+    parser.add_argument(
         "--trace-memory",
         type=Path,
         default=None,
@@ -180,6 +189,16 @@ def run(args: argparse.Namespace) -> int:
     if args.pin_cpus and (args.database or args.idle or args.sdk):
         print("kurir bench: --pin-cpus applies to the load run on SQLite only", file=sys.stderr)
         return 2
+    if args.callgrind is not None:
+        from kurir.bench.instructions import callgrind_available
+
+        if args.database or args.nodes > 1 or args.idle or args.sdk or args.pin_cpus:
+            print("kurir bench: --callgrind applies to the load run on SQLite", file=sys.stderr)
+            return 2
+        if not callgrind_available():
+            print("kurir bench: --callgrind needs valgrind (Debian: valgrind)", file=sys.stderr)
+            return 2
+        args.callgrind.mkdir(parents=True, exist_ok=True)
     if args.plot is not None and not args.no_plot and not have_plotting():
         print(f"kurir bench: {INSTALL_HINT}", file=sys.stderr)
         return 2
@@ -235,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
                 redis=args.redis,
                 nodes=args.nodes,
                 pin_cpus=args.pin_cpus,
+                callgrind=args.callgrind,
             )
             profiler = None if args.profile is None else ServerProfiler(args.profile)
             results = run_load(
@@ -265,6 +285,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         phases: list[PhaseResult] = document["phases"]
         console.print(_table(phases))
+        for r in phases:
+            if r.instructions_per_message is not None:
+                counts = ", ".join(f"{k} {v:,.0f}" for k, v in r.instructions_per_message.items())
+                rate = "max" if r.target_rate is None else f"{r.target_rate:,.0f}/s"
+                console.print(f"instructions per delivered message at {rate}: {counts}")
         failed = any(r.errors or r.undelivered for r in phases)
         if args.plot is not None and not args.no_plot:
             plot_results(args.plot, phases, title="kurir: throughput against latency")
