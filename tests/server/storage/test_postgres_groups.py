@@ -6,7 +6,6 @@ that opens the PostgreSQL engine on a fresh schema and registers the same accoun
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -77,7 +76,7 @@ async def test_fan_out_enqueues_to_every_member_device_but_the_sender(storage: S
         )
     assert await storage.mailboxes.fetch(d, DeviceId(1), after_seq=0, limit=9, now=9) == []
     # a full mailbox refuses the whole fan-out
-    other = dataclasses.replace(envelope, dedupe_key=b"h" * 16)
+    other = envelope._replace(dedupe_key=b"h" * 16)
     with pytest.raises(MailboxFull):
         await groups.fan_out(_contract.G, sender, other, now=10, expires_at=10**15, cap=1)
     assert len(await storage.mailboxes.fetch(c, DeviceId(1), after_seq=0, limit=9, now=11)) == 1

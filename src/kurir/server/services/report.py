@@ -96,7 +96,9 @@ class ReportService:
             for env in await self._mailboxes.fetch(
                 account_id, d.device_id, after_seq=0, limit=10_000, now=self._clock.now_ms()
             ):
-                out["envelopes"].append({"account_id": me, "device_id": d.device_id, **asdict(env)})
+                out["envelopes"].append(
+                    {"account_id": me, "device_id": d.device_id, **env._asdict()}
+                )
         stored = await self._metadata.stored_settings(account_id)
         out["account_settings"] = [] if stored is None else [{"account_id": me, **asdict(stored)}]
         avatar = await self._metadata.avatar(account_id)

@@ -213,7 +213,7 @@ class MemoryGroupStore:
         # the in-memory stores never suspend inside a call: check and enqueue are one step
         refs = await self.fanout_devices(group_id, sender.account_id)
         copies = [
-            replace(envelope, account_id=r.account_id, device_id=r.device_id)
+            envelope._replace(account_id=r.account_id, device_id=r.device_id)
             for r in refs
             if r != sender
         ]

@@ -10,7 +10,6 @@ is changing. A member's own settings touch only that member's row. Rows are keye
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 from kurir.server.storage.groups import (
@@ -354,7 +353,7 @@ class PgGroupStore:
                 key=lambda r: (members[r.account_id], r.device_id),
             )
             return [
-                dataclasses.replace(envelope, account_id=r.account_id, device_id=r.device_id)
+                envelope._replace(account_id=r.account_id, device_id=r.device_id)
                 for r in refs
                 if r != sender
             ]
