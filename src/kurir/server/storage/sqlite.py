@@ -499,32 +499,44 @@ def _first_int(row: Any) -> int:
     return int(row[0])
 
 
-_INSERT_UNQUEUED = (
-    "INSERT INTO envelopes (account_id, device_id, seq, dedupe_key, type, source_account,"
-    " source_device, source_address, message_id, client_timestamp, server_timestamp,"
-    " expires_at, body)"
-    " SELECT d.account_id, d.device_id, d.last_seq + 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12"
-    " FROM mailbox_seq d WHERE d.account_id = ?1 AND d.device_id = ?2"
-    " AND NOT EXISTS (SELECT 1 FROM envelopes e WHERE e.account_id = ?1"
-    " AND e.device_id = ?2 AND e.dedupe_key = ?3)"
-)
-"""Enqueue one envelope after the device's last seq unless its dedupe key is queued; the
-``envelopes_advance_last_seq`` trigger (schemas 6 and 8) moves the device's counter in
-``mailbox_seq`` in the same statement (a device has a counter exactly when it exists)."""
-_INSERT_RECEIPT = f"{_INSERT_UNQUEUED} RETURNING seq"
+def _insert_after_last_seq(conditions: str) -> str:
+    """An ``INSERT OR IGNORE ... VALUES`` of one envelope whose seq is the device's last seq
+    plus one, provided ``conditions`` hold (SQL on ``?1`` to ``?13``, appended to the seq's
+    subquery); returns its seq (``RETURNING``).
+
+    The seq is a scalar subquery on ``mailbox_seq``: NULL when the device does not exist or a
+    condition fails, and the row's ``NOT NULL`` seq then makes ``OR IGNORE`` skip it, as it
+    skips a dedupe key already queued (the unique ``envelopes_by_dedupe``). One row of
+    ``VALUES``, never ``INSERT ... SELECT``: a select that reads ``envelopes`` while rows go
+    into it is first copied into a temporary b-tree (SQLite's guard against reading its own
+    inserts), a table opened, written and dropped per message; the ``VALUES`` form runs in
+    about three quarters of the instructions (docs/performance.md, "Session 6").
+    The ``envelopes_advance_last_seq`` trigger (schemas 6 and 8) moves the device's counter
+    in the same statement.
+    """
+    return (
+        "INSERT OR IGNORE INTO envelopes (account_id, device_id, seq, dedupe_key, type,"  # noqa: S608 - constants
+        " source_account, source_device, source_address, message_id, client_timestamp,"
+        " server_timestamp, expires_at, body)"
+        " VALUES (?1, ?2, (SELECT d.last_seq + 1 FROM mailbox_seq d"
+        f" WHERE d.account_id = ?1 AND d.device_id = ?2{conditions}),"
+        " ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING seq"
+    )
+
+
+_INSERT_RECEIPT = _insert_after_last_seq("")
 """Enqueue one delivery receipt unless it is queued: no delivered probe (a receipt's dedupe
 key is longer than any message id and receipts get no delivered record, so the probe never
 finds one). No row inserted: the device is gone or the receipt is queued (the same id
 delivered again after its delivered record lapsed)."""
-_INSERT_NEXT = (
-    f"{_INSERT_UNQUEUED} AND NOT EXISTS (SELECT 1 FROM delivered x"  # noqa: S608 - constants
-    " WHERE x.account_id = ?1 AND x.device_id = ?2 AND x.dedupe_key = ?3 AND x.expires_at > ?10)"
+_INSERT_NEXT = _insert_after_last_seq(
+    " AND NOT EXISTS (SELECT 1 FROM delivered x WHERE x.account_id = ?1"
+    " AND x.device_id = ?2 AND x.dedupe_key = ?3 AND x.expires_at > ?10)"
     " AND (SELECT COUNT(*) FROM envelopes e WHERE e.account_id = ?1 AND e.device_id = ?2) < ?13"
-    " RETURNING seq"
 )
-""":data:`_INSERT_UNQUEUED`, and not if the key was delivered either (an unexpired record), nor
-into a mailbox that holds ``cap`` (``?13``) envelopes. No row inserted: see :data:`_PROBE`
-for why."""
+"""Enqueue one envelope unless its dedupe key is queued or was delivered (an unexpired
+record), or its mailbox holds ``cap`` (``?13``) envelopes. No row inserted: see
+:data:`_PROBE` for why."""
 _PROBE = (
     "SELECT EXISTS (SELECT 1 FROM envelopes e WHERE e.account_id = d.account_id"
     " AND e.device_id = d.device_id AND e.dedupe_key = ?1)"
