@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import random
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,6 +106,9 @@ def check_handshake(response_head: bytes, key: bytes) -> None:
     raise HandshakeError("no Sec-WebSocket-Accept")
 
 
+_mask_bytes: Final = random.Random(os.urandom(16)).randbytes  # noqa: S311 - see encode_frame
+
+
 def apply_mask(data: bytes, mask: bytes) -> bytes:
     """XOR ``data`` with the 4-byte ``mask`` repeated (RFC 6455 §5.3)."""
     if _c_apply_mask is not None:
@@ -115,8 +119,14 @@ def apply_mask(data: bytes, mask: bytes) -> bytes:
 
 
 def encode_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
-    """One masked client frame (RFC 6455 §5.2), final unless ``fin`` is False; a fresh random
-    mask each time."""
+    """One masked client frame (RFC 6455 §5.2), final unless ``fin`` is False; a fresh mask
+    each time.
+
+    The mask comes from :mod:`random`, not the operating system: it only has to differ from
+    frame to frame (its purpose, against proxies' caches poisoned by scripts in browsers,
+    does not arise for a load generator on loopback), and ``os.urandom`` is a system call per
+    frame, about an eighth of the generator's time.
+    """
     n = len(payload)
     first = 0x80 | opcode if fin else opcode
     if n < 126:
@@ -125,7 +135,7 @@ def encode_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
         head = struct.pack("!BBH", first, 0x80 | 126, n)
     else:
         head = struct.pack("!BBQ", first, 0x80 | 127, n)
-    mask = os.urandom(4)
+    mask = _mask_bytes(4)
     return head + mask + apply_mask(payload, mask)
 
 
