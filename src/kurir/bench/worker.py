@@ -321,19 +321,19 @@ class _Device(asyncio.Protocol):
         except ProtocolViolation:
             self._fail("protocol_violation")
             return
-        worker = self.worker
-        acks: list[int] = []
-        now = time.monotonic_ns()
         held: list[bytes] = []
         self.held = held
         try:
-            self._handle(frames, worker, acks, now)
+            self._handle(frames)
         finally:
             self.held = None
         if held and self.transport is not None and not self.closed:
             self.transport.write(b"".join(held))
 
-    def _handle(self, frames: list[WsFrame], worker: _Worker, acks: list[int], now: int) -> None:
+    def _handle(self, frames: list[WsFrame]) -> None:
+        worker = self.worker
+        acks: list[int] = []
+        now = time.monotonic_ns()
         for frame in frames:
             if frame.opcode == OP_BINARY:
                 message = _decode_server(frame.payload)

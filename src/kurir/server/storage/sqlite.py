@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from uuid import UUID
 
 from kurir.server.storage.codes_sqlite import SqliteCodeStore
@@ -54,6 +54,9 @@ from kurir.wire.address import Address
 
 __all__ = ["SqliteEngine"]
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
 _DEVICE_COLUMNS = "account_id, device_id, name, registration_id, salt, password_hash, created_at"
 _ENVELOPE_COLUMNS = (
     "seq, type, source_account, source_device, source_address, message_id, "
@@ -88,24 +91,23 @@ def _text(account_id: UUID) -> str:
     The memo holds at most :data:`_TEXT_CACHE_MAX` ids (then it starts again): a pure
     function's results, nothing that could be stale.
     """
-    key = account_id.int
-    text = _texts.get(key)
-    if text is None:
-        if len(_texts) >= _TEXT_CACHE_MAX:
-            _texts.clear()
-        text = _texts[key] = str(account_id)
-    return text
+    text = _texts.get(account_id.int)
+    return _remember(_texts, account_id.int, str(account_id)) if text is None else text
 
 
 def _stored_aid(text: str) -> AccountId:
     """:func:`_aid` of an account id read from the mailbox tables, parsed once per id (the
     inverse of :func:`_text`, memoised the same way)."""
     found = _ids.get(text)
-    if found is None:
-        if len(_ids) >= _TEXT_CACHE_MAX:
-            _ids.clear()
-        found = _ids[text] = _aid(text)
-    return found
+    return _remember(_ids, text, _aid(text)) if found is None else found
+
+
+def _remember(memo: dict[_K, _V], key: _K, value: _V) -> _V:
+    """Put ``value`` in ``memo`` (emptied first when full); return it."""
+    if len(memo) >= _TEXT_CACHE_MAX:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 def _device(row: Any) -> DeviceRecord:
