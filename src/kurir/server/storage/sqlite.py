@@ -480,11 +480,15 @@ _ACK = (
     " source_account, source_device, message_id, client_timestamp"
 )
 """Delete acknowledged envelopes, the seqs given as one JSON array (any count, one statement)."""
-_ACK_ONE = (
-    "DELETE FROM envelopes WHERE account_id = ? AND device_id = ? AND seq = ? RETURNING seq,"
-    " dedupe_key, expires_at, type, source_account, source_device, message_id, client_timestamp"
+_ACKED_ONE = (
+    "SELECT seq, dedupe_key, expires_at, type, source_account, source_device, message_id,"
+    " client_timestamp FROM envelopes WHERE account_id = ? AND device_id = ? AND seq = ?"
 )
-"""Delete one acknowledged envelope (the usual acknowledgement: no JSON to parse)."""
+"""Read one acknowledged envelope, then :data:`_DELETE_ONE` deletes it (the usual
+acknowledgement: no JSON to parse). Two statements, not ``DELETE ... RETURNING``: SQLite
+buffers returned rows in a temporary b-tree, which cost more than the read (about 14,000
+instructions per ack; docs/performance.md, "Session 6")."""
+_DELETE_ONE = "DELETE FROM envelopes WHERE account_id = ? AND device_id = ? AND seq = ?"
 _RECORD_DELIVERED = (
     "INSERT INTO delivered (account_id, device_id, dedupe_key, expires_at)"
     " VALUES (?, ?, ?, ?) ON CONFLICT (account_id, device_id, dedupe_key)"
@@ -693,8 +697,12 @@ def _acknowledge(
         :func:`_receipts_enqueued`).
     """
     if len(seqs) == 1:  # the usual acknowledgement: at most one row, nothing to sort
-        row = conn.execute(_ACK_ONE, (account, device_id, int(seqs[0]))).fetchone()
-        if row is None or row[3] == RECEIPT_TYPE:
+        where = (account, device_id, int(seqs[0]))
+        row = conn.execute(_ACKED_ONE, where).fetchone()
+        if row is None:
+            return []
+        conn.execute(_DELETE_ONE, where)
+        if row[3] == RECEIPT_TYPE:
             return []
         conn.execute(_RECORD_DELIVERED, (account, device_id, row[1], row[2]))
         rows = [row]
